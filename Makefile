@@ -1,0 +1,30 @@
+# The README's commands. Each installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the daemon in the foreground, on an embedded Redis unless [redis] url is set
+run: $(STAMP)
+	$(BIN)/recoveryd run -c recoveryd.toml
+
+## test: the whole test suite (starts its own redis-server, SMTP and HTTP servers)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## lint: formatting, lint and types
+lint: $(STAMP)
+	$(BIN)/ruff format --check recoveryd tests
+	$(BIN)/ruff check recoveryd tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,434 @@
+"""Configuration: `recoveryd.toml` decoded into typed settings.
+
+Durations are written as ``"30s"``, ``"5m"``, ``"6h"``, ``"7d"`` or plain
+seconds, and sizes as ``"1MiB"`` or plain bytes; both become numbers once,
+here. Every mistake is reported as a `ConfigError` naming the key's dotted
+path and, where the file has it, its line.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from recoveryd.categories import BUILTIN_CATEGORIES, CategorySettings
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+]
+
+
+_T = TypeVar("_T")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used, with the key and line at fault."""
+
+    def __init__(self, message: str, *, key: str = "", line: int | None = None):
+        self.key = key
+        self.line = line
+        where = key
+        if line is not None:
+            where = f"{key} (line {line})" if key else f"line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"30s"``, ``"5m"``, ``"6h"``, ``"1d"``, ``"250ms"`` or a number."""
+    if isinstance(value, bool):
+        raise ValueError(f'expected a duration like "30s", got {value!r}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match[1]) * _DURATION_UNITS_S[match[2] or "s"]
+    else:
+        raise ValueError(f'expected a duration like "30s", got {value!r}')
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``"1MiB"``, ``"512KB"`` or a whole number."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and (match := _SIZE.match(value)):
+        return int(match[1]) * _SIZE_UNITS[(match[2] or "b").lower()]
+    raise ValueError(f'expected a size like "1MiB", got {value!r}')
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every section: unknown keys are mistakes, not silently ignored."""
+
+
+class RedisSettings(_Section, kw_only=True):
+    url: str | None = None
+    prefix: str = "recoveryd"
+
+
+class PathSettings(_Section, kw_only=True):
+    state_dir: str = "state"
+
+
+class IntakeSettings(_Section, kw_only=True):
+    max_record_size: int = 1024 * 1024
+    batch: int = 256
+    invalid_max: int = 100_000
+
+
+class ClassifySettings(_Section, kw_only=True):
+    fallback: str = "recoverable_temporary"
+
+
+class RetrySettings(_Section, kw_only=True):
+    retry_after_ceiling_s: float = 86400.0
+    task_ttl_s: float = 7 * 86400.0
+    dispatch_batch: int = 1000
+
+
+class DeadSettings(_Section, kw_only=True):
+    max_age_s: float = 30 * 86400.0
+    max_count: int = 100_000
+
+
+class PatternSettings(_Section, kw_only=True):
+    category: str
+    regex: str
+    error_types: list[str] = []
+    name: str | None = None
+
+
+class AdminSettings(_Section, kw_only=True):
+    email: list[str] = []
+    phone: list[str] = []
+
+
+class EmailSettings(_Section, kw_only=True):
+    host: str
+    port: int = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    sender: str = "recoveryd@localhost"
+    timeout_s: float = 30.0
+
+
+class SmsSettings(_Section, kw_only=True):
+    provider: Literal["twilio", "webhook"] = "webhook"
+    url: str
+    account: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    sender: str | None = None
+    timeout_s: float = 15.0
+
+
+class PushSettings(_Section, kw_only=True):
+    provider: Literal["ntfy", "webhook"] = "webhook"
+    url: str
+    token_env: str | None = None
+    token_file: str | None = None
+    timeout_s: float = 15.0
+
+
+class NotifySettings(_Section, kw_only=True):
+    group_window_s: float = 300.0
+    admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
+    email: EmailSettings | None = None
+    sms: SmsSettings | None = None
+    push: PushSettings | None = None
+    max_attempts: int = 10
+
+
+class ScheduleSettings(_Section, kw_only=True):
+    scan_every_s: float = 1800.0
+    scan_window_s: float = 86400.0
+    analyze_every_s: float = 6 * 3600.0
+
+
+class MetricsSettings(_Section, kw_only=True):
+    listen: str | None = None
+
+
+class Config(_Section, kw_only=True):
+    """The whole configuration, with every duration in seconds."""
+
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    paths: PathSettings = msgspec.field(default_factory=PathSettings)
+    intake: IntakeSettings = msgspec.field(default_factory=IntakeSettings)
+    classify: ClassifySettings = msgspec.field(default_factory=ClassifySettings)
+    retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
+    dead: DeadSettings = msgspec.field(default_factory=DeadSettings)
+    categories: dict[str, CategorySettings] = msgspec.field(
+        default_factory=lambda: dict(BUILTIN_CATEGORIES)
+    )
+    patterns: list[PatternSettings] = []
+    notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
+    schedule: ScheduleSettings = msgspec.field(default_factory=ScheduleSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    source: str | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.paths.state_dir)
+
+
+# Keys written in the file as durations or sizes, and the field each becomes.
+_DURATION_KEYS = {
+    "base_delay": "base_delay_s",
+    "max_delay": "max_delay_s",
+    "retry_after_ceiling": "retry_after_ceiling_s",
+    "task_ttl": "task_ttl_s",
+    "max_age": "max_age_s",
+    "group_window": "group_window_s",
+    "scan_every": "scan_every_s",
+    "scan_window": "scan_window_s",
+    "analyze_every": "analyze_every_s",
+    "timeout": "timeout_s",
+}
+_SIZE_KEYS = {"max_record_size"}
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a config file; no path gives the built-in defaults."""
+    if path is None:
+        return parse_config("", source=None)
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    config = parse_config(text, source=str(path))
+    if not Path(config.paths.state_dir).is_absolute():
+        # A relative state_dir is relative to the config file, not to
+        # wherever the daemon happened to be started from.
+        state_dir = (path.parent / config.paths.state_dir).resolve()
+        config.paths.state_dir = str(state_dir)
+    return config
+
+
+def parse_config(text: str, *, source: str | None = None) -> Config:
+    """Validate TOML text; raises `ConfigError` naming the key and line."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+
+    locate = _KeyLocator(text)
+    try:
+        data = _normalise(raw, ())
+    except _KeyError as exc:
+        raise ConfigError(exc.message, key=exc.key, line=locate(exc.key)) from None
+
+    categories = dict(BUILTIN_CATEGORIES)
+    for name, table in data.pop("categories", {}).items():
+        key = f"categories.{name}"
+        base = categories.get(name)
+        merged = msgspec.structs.asdict(base) if base else {}
+        merged.update(table)
+        categories[name] = _convert(merged, CategorySettings, key, locate)
+
+    config = _convert(data, Config, "", locate)
+    config.categories = categories
+    config.source = source
+    _check(config, locate)
+    return config
+
+
+class _KeyError(Exception):
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+
+
+def _normalise(table: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """Turn duration and size strings into numbers, renaming keys to their units."""
+    out: dict[str, Any] = {}
+    for name, value in table.items():
+        key = ".".join((*path, name))
+        if isinstance(value, dict):
+            out[name] = _normalise(value, (*path, name))
+        elif (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, dict) for v in value)
+        ):
+            out[name] = [
+                _normalise(item, (*path, f"{name}[{i}]"))
+                for i, item in enumerate(value)
+            ]
+        elif name in _DURATION_KEYS:
+            try:
+                out[_DURATION_KEYS[name]] = parse_duration(value)
+            except ValueError as exc:
+                raise _KeyError(key, str(exc)) from None
+        elif name in _SIZE_KEYS:
+            try:
+                out[name] = parse_size(value)
+            except ValueError as exc:
+                raise _KeyError(key, str(exc)) from None
+        elif name in _DURATION_KEYS.values():
+            raise _KeyError(key, f"unknown key (write {name.removesuffix('_s')})")
+        else:
+            out[name] = value
+    return out
+
+
+_MSGSPEC_PATH = re.compile(r"^(.*) - at `\$(.*)`$")
+
+
+def _convert(data: Any, kind: type[_T], key: str, locate: _KeyLocator) -> _T:
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        message, sub = str(exc), ""
+        if match := _MSGSPEC_PATH.match(message):
+            message, sub = match[1], match[2]
+        message, sub = _explain(message, sub)
+        if message.startswith("Invalid enum value"):
+            choices = ", ".join(_literal_choices(kind, sub))
+            message = f"expected one of {choices}; got {message.split(' ', 3)[-1]}"
+        full = (key + sub).lstrip(".")
+        for unit_key, field in _DURATION_KEYS.items():
+            full = full.replace(field, unit_key)
+        raise ConfigError(_lower_first(message), key=full, line=locate(full)) from None
+
+
+def _explain(message: str, sub: str) -> tuple[str, str]:
+    if match := re.match(r"Object contains unknown field `(.+)`", message):
+        return "unknown key", f"{sub}.{match[1]}"
+    if match := re.match(r"Object missing required field `(.+)`", message):
+        return "required key is missing", f"{sub}.{match[1]}"
+    return message, sub
+
+
+def _literal_choices(kind: Any, sub: str) -> list[str]:
+    """The allowed values of the Literal field at ``sub`` (``.a.b``) in ``kind``."""
+    for name in sub.strip(".").split("."):
+        hints = typing.get_type_hints(kind) if isinstance(kind, type) else {}
+        kind = hints.get(name)
+        # Optional sections are ``X | None``: step into the X.
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if typing.get_origin(kind) is not Literal and len(args) == 1:
+            kind = args[0]
+    return [str(value) for value in typing.get_args(kind)]
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _check(config: Config, locate: _KeyLocator) -> None:
+    """Rules that span keys: names that must refer to each other, sane bounds."""
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(message, key=key, line=locate(key))
+
+    for name, category in config.categories.items():
+        key = f"categories.{name}"
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            fail(key, "a category name is lower-case letters, digits and _")
+        if category.action not in ("retry", "notify"):
+            fail(
+                f"{key}.action",
+                f'expected "retry" or "notify", got {category.action!r}',
+            )
+        if category.max_retries < 0:
+            fail(f"{key}.max_retries", "cannot be negative")
+        if not 0.0 <= category.jitter <= 0.5:
+            fail(
+                f"{key}.jitter",
+                f"expected a fraction from 0 to 0.5, got {category.jitter}",
+            )
+        if category.max_delay_s < category.base_delay_s:
+            fail(f"{key}.max_delay", "is shorter than base_delay")
+        if category.action == "retry" and category.base_delay_s <= 0:
+            fail(f"{key}.base_delay", "a retried category needs a delay above zero")
+
+    if config.classify.fallback not in config.categories:
+        fail("classify.fallback", f"no category named {config.classify.fallback!r}")
+    for i, pattern in enumerate(config.patterns):
+        if pattern.category not in config.categories:
+            fail(f"patterns[{i}].category", f"no category named {pattern.category!r}")
+    if not re.fullmatch(r"[^\s]+", config.redis.prefix):
+        fail("redis.prefix", "must be non-empty and without spaces")
+    if config.intake.batch < 1:
+        fail("intake.batch", "must be at least 1")
+    if config.intake.max_record_size < 64:
+        fail("intake.max_record_size", "must be at least 64 bytes")
+    if config.retry.dispatch_batch < 1:
+        fail("retry.dispatch_batch", "must be at least 1")
+
+    # Operator regexes are compiled here so that a pattern the engine cannot
+    # run stops the config at load time, not the daemon at the first record.
+    from recoveryd.classify import PatternError, compile_pattern
+
+    for i, pattern in enumerate(config.patterns):
+        try:
+            compile_pattern(pattern.regex)
+        except PatternError as exc:
+            fail(f"patterns[{i}].regex", str(exc))
+
+
+class _KeyLocator:
+    """Finds the line a dotted key is written on, for error messages.
+
+    tomllib keeps no positions, so this follows table headers and key names
+    through the text; it knows the plain layouts an operator writes
+    (``[a.b]``, ``[[a]]``, ``key = value``) and gives up quietly otherwise.
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r'^\s*("?)([A-Za-z0-9_\-.]+)\1\s*=')
+
+    def __init__(self, text: str):
+        self._lines: dict[str, int] = {}
+        table: list[str] = []
+        arrays: dict[str, int] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if header := self._HEADER.match(line):
+                name = header[2].replace('"', "")
+                if header[1] == "[[":
+                    index = arrays.get(name, -1) + 1
+                    arrays[name] = index
+                    table = [f"{name}[{index}]"]
+                else:
+                    table = [name]
+                self._lines.setdefault(table[0], number)
+            elif key := self._KEY.match(line):
+                self._lines.setdefault(".".join([*table, key[2]]), number)
+
+    def __call__(self, key: str) -> int | None:
+        while key:
+            if key in self._lines:
+                return self._lines[key]
+            key = key.rpartition(".")[0]
+        return None

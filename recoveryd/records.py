@@ -1,0 +1,142 @@
+"""Failure records as applications push them, and their decoding.
+
+A failure record is one JSON object on the failures list. Decoding is the
+validation: anything that is not a usable record becomes an `InvalidRecord`
+with a reason a person can act on, and is parked rather than dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "FailureRecord",
+    "InvalidRecord",
+    "User",
+    "decode_record",
+    "parse_failed_at",
+    "payload_text",
+]
+
+
+class User(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Who to tell about a business failure of this task."""
+
+    id: str | int | None = None
+    email: str | None = None
+    phone: str | None = None
+    push: str | None = None
+
+
+class FailureRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One failed task, as reported by an application.
+
+    Fields not listed here are kept in the raw record stored with the task;
+    they are never interpreted.
+    """
+
+    task: str
+    error: str
+    queue: str | None = None
+    payload: Any = None
+    id: str | int | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    status_code: int | None = None
+    retry_after: float | None = None
+    attempt: int | None = None
+    failed_at: str | float | None = None
+    user: User | None = None
+    meta: dict[str, Any] | None = None
+
+    @property
+    def task_id(self) -> str:
+        """The id as text; `decode_record` makes sure there is one."""
+        return "" if self.id is None else str(self.id)
+
+
+class InvalidRecord(msgspec.Struct, kw_only=True):
+    """Why a raw list entry could not be taken as a failure record."""
+
+    reason: str
+
+
+_decoder = msgspec.json.Decoder(FailureRecord)
+
+
+def decode_record(raw: bytes, max_size: int) -> FailureRecord | InvalidRecord:
+    """Decode one raw list entry, or say why it is not a failure record."""
+    if len(raw) > max_size:
+        return InvalidRecord(
+            reason=f"record is {len(raw)} bytes, over the {max_size} limit"
+        )
+    try:
+        record = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return InvalidRecord(reason=_validation_reason(str(exc)))
+    except msgspec.DecodeError as exc:
+        return InvalidRecord(reason=_decode_reason(raw, str(exc)))
+
+    if not record.task.strip():
+        return InvalidRecord(reason="field `task` is empty")
+    if isinstance(record.id, int):
+        record.id = str(record.id)
+    if record.id is None or not record.id.strip():
+        record.id = uuid.uuid4().hex
+    if record.failed_at is not None:
+        try:
+            parse_failed_at(record.failed_at)
+        except ValueError as exc:
+            return InvalidRecord(reason=f"field `failed_at`: {exc}")
+    return record
+
+
+def _validation_reason(message: str) -> str:
+    # msgspec says "Expected `object`, got `array`" or names the field with
+    # "- at `$.task`"; recast both into the record's own terms.
+    text, _, where = message.partition(" - at `$")
+    field = where.rstrip("`").lstrip(".")
+    if text.startswith("Object missing required field"):
+        return text.replace("Object missing required field", "missing required field")
+    if not field:
+        return f"not a JSON object: {text[:1].lower()}{text[1:]}"
+    return f"field `{field}`: {text[:1].lower()}{text[1:]}"
+
+
+def _decode_reason(raw: bytes, message: str) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (bad byte at offset {exc.start})"
+    return f"not valid JSON: {message}"
+
+
+def parse_failed_at(value: str | float) -> float:
+    """Epoch seconds from RFC 3339 text or epoch seconds; no zone means UTC."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("epoch seconds cannot be negative")
+        return float(value)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"expected RFC 3339 time or epoch seconds, got {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def payload_text(payload: Any) -> str:
+    """What re-dispatch pushes: a string as is, anything else as its JSON text."""
+    if isinstance(payload, str):
+        return payload
+    return msgspec.json.encode(payload).decode()

@@ -1,0 +1,127 @@
+"""Config validation: every kind of mistake names its key (and its line)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recoveryd.config import ConfigError, load_config, parse_config, parse_duration
+
+EXAMPLE = Path(__file__).parents[1] / "recoveryd.toml"
+
+
+def test_the_example_config_is_valid():
+    config = load_config(EXAMPLE)
+    assert "payment" in config.categories
+    assert config.categories["recoverable_network"].base_delay_s == 30
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("6h", 21600),
+        ("1d", 86400),
+        ("250ms", 0.25),
+        (45, 45),
+        (1.5, 1.5),
+    ],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "line", "words"),
+    [
+        (
+            '[categories.recoverable_network]\nbase_delay = "soon"\n',
+            "categories.recoverable_network.base_delay",
+            2,
+            "duration",
+        ),
+        (
+            '[categories.recoverable_network]\nmax_retries = "five"\n',
+            "categories.recoverable_network.max_retries",
+            2,
+            "int",
+        ),
+        (
+            "[categories.recoverable_network]\njitter = 0.9\n",
+            "categories.recoverable_network.jitter",
+            2,
+            "fraction",
+        ),
+        (
+            '[categories.payment]\naction = "maybe"\n',
+            "categories.payment.action",
+            2,
+            "retry",
+        ),
+        ('[redis]\nurll = "redis://x"\n', "redis.urll", 2, "unknown key"),
+        ("[notify.email]\nport = 25\n", "notify.email.host", 1, "missing"),
+        (
+            '[notify.email]\nhost = "h"\nsecurity = "ssl"\n',
+            "notify.email.security",
+            3,
+            "starttls",
+        ),
+        (
+            '\n[[patterns]]\ncategory = "nope"\nregex = "x"\n',
+            "patterns[0].category",
+            3,
+            "no category",
+        ),
+        (
+            '[[patterns]]\ncategory = "unrecoverable_data"\nregex = "a(?=b)"\n',
+            "patterns[0].regex",
+            3,
+            "RE2",
+        ),
+        ('[classify]\nfallback = "nope"\n', "classify.fallback", 2, "no category"),
+        ('[intake]\nmax_record_size = "huge"\n', "intake.max_record_size", 2, "size"),
+        (
+            '[categories.x]\nbase_delay = "1m"\nmax_delay = "10s"\n',
+            "categories.x.max_delay",
+            3,
+            "shorter",
+        ),
+    ],
+)
+def test_each_mistake_names_its_key_and_line(toml, key, line, words):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(toml)
+    assert caught.value.key == key
+    assert caught.value.line == line
+    assert words in str(caught.value)
+
+
+def test_broken_toml_says_where():
+    with pytest.raises(ConfigError, match="line 2"):
+        parse_config("[redis]\nprefix = \n")
+
+
+def test_operator_category_overrides_only_what_it_names():
+    config = parse_config("[categories.recoverable_network]\nmax_retries = 9\n")
+    network = config.categories["recoverable_network"]
+    assert network.max_retries == 9
+    assert network.base_delay_s == 30
+
+
+def test_check_config_exits_non_zero_with_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[schedule]\nscan_every = "often"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "recoveryd", "check-config", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "schedule.scan_every (line 2)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,69 @@
+"""Decoding failure records: what is accepted, and why the rest is parked."""
+
+from __future__ import annotations
+
+import pytest
+
+from recoveryd.records import (
+    FailureRecord,
+    InvalidRecord,
+    decode_record,
+    parse_failed_at,
+    payload_text,
+)
+
+
+def test_minimal_record_gets_an_id():
+    record = decode_record(b'{"task": "t", "error": "e"}', 1024)
+    assert isinstance(record, FailureRecord)
+    assert record.id and len(record.id) == 32
+
+
+def test_numeric_id_is_taken_as_text():
+    record = decode_record(b'{"task": "t", "error": "e", "id": 42}', 1024)
+    assert isinstance(record, FailureRecord) and record.id == "42"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[1, 2]", "not a JSON object"),
+        (b'"text"', "not a JSON object"),
+        (b"{oops", "not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"error": "e"}', "missing required field `task`"),
+        (b'{"task": "t"}', "missing required field `error`"),
+        (b'{"task": "t", "error": 1}', "field `error`"),
+        (b'{"task": " ", "error": "e"}', "`task` is empty"),
+        (b'{"task": "t", "error": "e", "failed_at": "yesterday"}', "failed_at"),
+        (b'{"task": "t", "error": "e", "status_code": "x"}', "status_code"),
+    ],
+)
+def test_unusable_records_say_why(raw, reason):
+    result = decode_record(raw, 1024)
+    assert isinstance(result, InvalidRecord)
+    assert reason in result.reason
+
+
+def test_size_limit():
+    result = decode_record(b'{"task": "t", "error": "' + b"x" * 100 + b'"}', 64)
+    assert isinstance(result, InvalidRecord) and "over the 64 limit" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "epoch"),
+    [
+        ("2026-01-01T00:00:00Z", 1767225600.0),
+        ("2026-01-01T00:00:00", 1767225600.0),
+        ("2026-01-01T01:00:00+01:00", 1767225600.0),
+        (1767225600, 1767225600.0),
+    ],
+)
+def test_failed_at_without_zone_is_utc(value, epoch):
+    assert parse_failed_at(value) == epoch
+
+
+def test_payload_text():
+    assert payload_text("as is") == "as is"
+    assert payload_text({"a": [1, 2]}) == '{"a":[1,2]}'
+    assert payload_text(None) == "null"
