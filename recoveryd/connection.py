@@ -1,0 +1,88 @@
+"""The Redis connection, and waiting out the times Redis is away.
+
+Every long-lived loop runs its steps inside a retry on Redis errors: while
+Redis is down or loading, the loop backs off (up to a few seconds) and tries
+again; the outage is logged once when it starts and once when it ends, not
+once per try.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.retry import Retry
+
+__all__ = ["Link", "connect", "redact_url"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 5.0
+
+
+def connect(url: str, *, timeout_s: float = 10.0) -> Redis:
+    """A client for ``url``: bytes in and out, short retries on blips."""
+    client: Redis = Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_connect_timeout=timeout_s,
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=2),
+        retry_on_error=[ConnectionError, TimeoutError, BusyLoadingError],
+    )
+    return client
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Link:
+    """Whether Redis is reachable, as the loops find it; says each change once."""
+
+    def __init__(self) -> None:
+        self._down: dict[str, str] = {}
+        self._delay_s: dict[str, float] = {}
+
+    @property
+    def up(self) -> bool:
+        return not self._down
+
+    @property
+    def problems(self) -> dict[str, str]:
+        return dict(self._down)
+
+    def ok(self, who: str) -> None:
+        """``who`` reached Redis; if it had not before, say it is back."""
+        if who in self._down:
+            del self._down[who]
+            self._delay_s.pop(who, None)
+            if not self._down:
+                log.info("redis is reachable again")
+
+    async def wait_out(self, exc: BaseException, who: str) -> None:
+        """Note a failure of ``who`` and back off before its next try."""
+        if not self._down:
+            log.warning("redis is unreachable (%s: %s); retrying", who, _describe(exc))
+        self._down[who] = _describe(exc)
+        delay = self._delay_s.get(who, BACKOFF_MIN_S)
+        self._delay_s[who] = min(delay * 2, BACKOFF_MAX_S)
+        await anyio.sleep(delay * random.uniform(0.5, 1.0))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
