@@ -1,0 +1,171 @@
+"""The notification: what the right people are told about a failure.
+
+One shape for every channel, so an alert log line, an email and a push all
+carry the same facts: type, severity, title, description, task and id, the
+error, the analysis (category, recommended action, confidence) and when.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from recoveryd.classify import Classification
+from recoveryd.records import FailureRecord, User
+
+__all__ = [
+    "ADMIN",
+    "USER",
+    "Analysis",
+    "Delivery",
+    "Notification",
+    "for_dead_task",
+    "for_unrecoverable",
+    "iso_utc",
+]
+
+ADMIN = "admin"
+USER = "user"
+
+# Error text in a notification is cut to this many characters: enough for
+# the message and the root-cause line, not a whole megabyte of traceback.
+ERROR_CHARS = 2000
+
+
+class Analysis(msgspec.Struct, kw_only=True, frozen=True):
+    category: str
+    recommended_action: str
+    confidence: float
+    pattern: str
+
+
+class Notification(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One thing to tell an audience; grouped ones carry a count and samples."""
+
+    id: str
+    type: str
+    severity: str
+    audience: str
+    title: str
+    description: str
+    task: str
+    task_id: str
+    error_message: str
+    analysis: Analysis
+    created_at: str
+    attempt: int = 1
+    queue: str | None = None
+    error_type: str | None = None
+    user: User | None = None
+    meta: dict[str, Any] | None = None
+    count: int = 1
+    sample_ids: list[str] = []
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One notification on its way to one channel; the outbox holds these."""
+
+    channel: str
+    notification: Notification
+    tries: int = 0
+    last_error: str | None = None
+
+
+def iso_utc(epoch_ms: int) -> str:
+    """RFC 3339 UTC with milliseconds, the one time format in notifications."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _recommended_action(action: str, category: str, dead: bool) -> str:
+    if dead:
+        return "retries exhausted: inspect the task, fix the cause, then retry it"
+    if action == "notify":
+        return f"{category.replace('_', ' ')}: fix the cause; recoveryd will not retry"
+    return "retry with backoff"
+
+
+def _base(
+    record: FailureRecord,
+    classification: Classification,
+    *,
+    now_ms: int,
+    attempt: int,
+    dead: bool,
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex,
+        "task": record.task,
+        "task_id": record.task_id,
+        "error_message": _cut(record.error),
+        "error_type": record.error_type,
+        "analysis": Analysis(
+            category=classification.category,
+            recommended_action=_recommended_action(
+                classification.action, classification.category, dead
+            ),
+            confidence=classification.confidence,
+            pattern=classification.pattern,
+        ),
+        "created_at": iso_utc(now_ms),
+        "attempt": attempt,
+        "queue": record.queue,
+        "meta": record.meta,
+    }
+
+
+def for_unrecoverable(
+    record: FailureRecord,
+    classification: Classification,
+    *,
+    audience: str,
+    now_ms: int,
+    attempt: int,
+) -> Notification:
+    """A failure that will not fix itself, for the admin or the task's user."""
+    category = classification.category.replace("_", " ")
+    return Notification(
+        type="unrecoverable_failure",
+        severity="error" if audience == ADMIN else "warning",
+        audience=audience,
+        title=f"{record.task} failed: {category}",
+        description=(
+            f"Task {record.task} ({record.task_id}) failed with a {category} error "
+            "and will not be retried."
+        ),
+        user=record.user if audience == USER else None,
+        **_base(record, classification, now_ms=now_ms, attempt=attempt, dead=False),
+    )
+
+
+def for_dead_task(
+    record: FailureRecord,
+    classification: Classification,
+    *,
+    now_ms: int,
+    attempt: int,
+    reason: str,
+) -> Notification:
+    """A task that will not be retried again: retries ran out or no queue."""
+    return Notification(
+        type="task_dead",
+        severity="critical",
+        audience=ADMIN,
+        title=f"{record.task} is dead: {reason}",
+        description=(
+            f"Task {record.task} ({record.task_id}) failed {attempt} time(s), last as "
+            f"{classification.category}; {reason}. It is in the dead set and "
+            "can be retried with `recoveryd retry`."
+        ),
+        **_base(record, classification, now_ms=now_ms, attempt=attempt, dead=True),
+    )
+
+
+def _cut(text: str) -> str:
+    if len(text) <= ERROR_CHARS:
+        return text
+    half = ERROR_CHARS // 2
+    return f"{text[:half]}\n…\n{text[-half:]}"
