@@ -1,0 +1,3 @@
+from recoveryd.cli import entry_point
+
+entry_point()

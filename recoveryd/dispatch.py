@@ -1,0 +1,88 @@
+"""Re-dispatch: putting due retries back on the queues they came from.
+
+One script pops a batch of due entries and pushes each task's payload onto
+its queue, atomically, so two daemons on one Redis never dispatch the same
+entry twice. Between batches the loop sleeps until the next due time, on a
+timer in this process, and is woken when an earlier entry is scheduled.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from recoveryd.connection import Link
+from recoveryd.keys import Keys
+from recoveryd.scripts import Scripts
+from recoveryd.wake import Alarm
+
+__all__ = ["DispatchLoop", "DispatchResult"]
+
+log = logging.getLogger(__name__)
+
+
+class DispatchResult:
+    """One script call: how many went out, and when the next one is due."""
+
+    __slots__ = ("dispatched", "next_due_ms", "now_ms", "popped")
+
+    def __init__(self, reply: list[bytes | int]) -> None:
+        self.dispatched = int(reply[0])
+        self.popped = int(reply[1])
+        self.now_ms = int(reply[2])
+        head = float(reply[3])
+        self.next_due_ms = math.inf if head < 0 else head
+
+
+class DispatchLoop:
+    """Dispatches due retries as they fall due, until cancelled."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        keys: Keys,
+        alarm: Alarm,
+        link: Link,
+        *,
+        batch: int,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self.keys = keys
+        self._alarm = alarm
+        self._link = link
+        self.batch = batch
+        self.dispatched = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                result = await self.dispatch_due()
+                self._link.ok("dispatch")
+            except (RedisError, OSError) as exc:
+                await self._link.wait_out(exc, "dispatch")
+                continue
+            if result.popped >= self.batch:
+                continue
+            await self._alarm.sleep_until(result.next_due_ms, result.now_ms)
+
+    async def dispatch_due(self) -> DispatchResult:
+        """Dispatch up to one batch of due entries."""
+        reply = await self._scripts.dispatch(
+            keys=[self.keys.retry, self.keys.stats],
+            args=[self.batch, self.keys.task_prefix],
+        )
+        result = DispatchResult(reply)
+        if result.dispatched:
+            self.dispatched += result.dispatched
+            log.debug("dispatched %d due retries", result.dispatched)
+        if result.popped > result.dispatched:
+            log.warning(
+                "%d due entries had no task record left (expired?) and were dropped",
+                result.popped - result.dispatched,
+            )
+        return result

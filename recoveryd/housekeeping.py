@@ -1,0 +1,79 @@
+"""Housekeeping: keeping the dead set and the invalid list within bounds.
+
+What is evicted is counted in the stats hash (``dead_evicted``,
+``invalid_evicted``), shown by `recoveryd status`, and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from recoveryd.connection import Link
+from recoveryd.runtime import Runtime
+from recoveryd.scripts import Scripts
+
+__all__ = ["Housekeeping"]
+
+log = logging.getLogger(__name__)
+
+EVERY_S = 60.0
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        runtime: Callable[[], Runtime],
+        link: Link,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._runtime = runtime
+        self._link = link
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.trim()
+                self._link.ok("housekeeping")
+            except (RedisError, OSError) as exc:
+                await self._link.wait_out(exc, "housekeeping")
+                continue
+            await anyio.sleep(EVERY_S)
+
+    async def trim(self) -> tuple[int, int, int]:
+        """Trim the dead set by age and count, and the invalid list by count."""
+        runtime = self._runtime()
+        keys, config = runtime.keys, runtime.config
+        now_ms = await self._now_ms()
+        oldest_ms = now_ms - round(config.dead.max_age_s * 1000)
+        by_age, by_count = await self._scripts.trim_dead(
+            keys=[keys.dead, keys.stats],
+            args=[oldest_ms, config.dead.max_count, keys.task_prefix],
+        )
+        invalid = int(
+            await self._scripts.trim_invalid(
+                keys=[keys.invalid, keys.stats], args=[config.intake.invalid_max]
+            )
+        )
+        if by_age or by_count:
+            log.info(
+                "evicted %d dead tasks older than %gs and %d over the limit of %d",
+                by_age,
+                config.dead.max_age_s,
+                by_count,
+                config.dead.max_count,
+            )
+        if invalid:
+            log.info("evicted %d parked invalid records over the limit", invalid)
+        return int(by_age), int(by_count), invalid
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000

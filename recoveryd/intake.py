@@ -1,0 +1,451 @@
+"""Intake: taking failure records off the list without ever losing one.
+
+Records move from the failures list to this daemon's in-flight list in one
+atomic step, a batch at a time. Each is decoded, classified and given an
+outcome (scheduled, dead or notified; parked as invalid if it is not a
+record), and the whole batch's outcomes are committed in one transaction
+that also empties the in-flight list. A daemon killed at any point leaves
+its batch in flight, and the batch is taken again, whole, by whichever
+daemon recovers it; so each record gets exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import anyio
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, WatchError
+
+from recoveryd import notify
+from recoveryd.categories import CategorySettings
+from recoveryd.classify import Classification
+from recoveryd.connection import Link
+from recoveryd.notification import for_dead_task, for_unrecoverable, iso_utc
+from recoveryd.records import (
+    FailureRecord,
+    InvalidRecord,
+    decode_record,
+    parse_failed_at,
+    payload_text,
+)
+from recoveryd.runtime import Runtime
+from recoveryd.schedule import Decision, decide, next_attempt
+from recoveryd.scripts import Scripts
+from recoveryd.wake import Alarm
+
+__all__ = ["Intake", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+# A blocking wait on an empty list returns after this long, so a dead
+# connection is noticed; Redis's own blocking timeouts are coarse anyway.
+BLOCK_S = 5.0
+HISTORY_KEEP = 20
+ERROR_HEAD = 300
+RECORD_KEEP_BYTES = 64 * 1024
+
+
+_Field = str | bytes | int | float
+
+
+class Outcome:
+    SCHEDULED = "scheduled"
+    DEAD = "dead"
+    NOTIFIED = "notified"
+    INVALID = "invalid"
+
+
+@dataclass(slots=True)
+class _Known:
+    """What Redis remembers of a task: how often it failed, and how."""
+
+    attempt: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Batch:
+    now_ms: int
+    tally: Counter[str] = field(default_factory=Counter)
+    first_due_ms: int | None = None
+    outbox_due: bool = False
+
+
+class Intake:
+    """The loop that takes failure records and commits their outcomes."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        scripts: Scripts,
+        consumer: str,
+        runtime: Callable[[], Runtime],
+        link: Link,
+        retry_alarm: Alarm,
+        enabled_channels: Callable[[], set[str]],
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._consumer = consumer
+        self._runtime = runtime
+        self._link = link
+        self._retry_alarm = retry_alarm
+        self._enabled = enabled_channels
+        self._resume = True
+        self.processed = 0
+
+    async def run(self) -> None:
+        """Take and handle batches until cancelled (only ever while waiting)."""
+        while True:
+            try:
+                await self.step()
+                self._link.ok("intake")
+            except (RedisError, OSError) as exc:
+                self._resume = True
+                await self._link.wait_out(exc, "intake")
+
+    async def step(self, block_s: float = BLOCK_S) -> int:
+        """Take one batch, waiting up to ``block_s`` for the first record."""
+        runtime = self._runtime()
+        now_ms, raws = await self._take(runtime, block_s)
+        if not raws:
+            return 0
+        with anyio.CancelScope(shield=True):
+            # Once records are in flight, their batch is committed even if
+            # the daemon is stopping: the commit is what makes stop lossless.
+            await self._commit(runtime, now_ms, raws)
+        self.processed += len(raws)
+        return len(raws)
+
+    async def _take(self, runtime: Runtime, block_s: float) -> tuple[int, list[bytes]]:
+        keys = runtime.keys
+        inflight = keys.inflight(self._consumer)
+        batch = runtime.config.intake.batch
+        if self._resume:
+            # After an error mid-batch the records are still in flight: take
+            # them again before anything new.
+            self._resume = False
+            pending = self._redis.lrange(inflight, 0, -1)
+            leftover = await cast(Awaitable[list[bytes]], pending)
+            if leftover:
+                reply = await self._scripts.take(
+                    keys=[keys.failures, inflight], args=[0]
+                )
+                return int(reply[0]), leftover
+        reply = await self._scripts.take(keys=[keys.failures, inflight], args=[batch])
+        if len(reply) > 1 or block_s <= 0:
+            return int(reply[0]), reply[1:]
+
+        # redis-py types the timeout as int; Redis 6 and later take fractions.
+        timeout = cast(int, block_s)
+        first = await self._redis.blmove(
+            keys.failures, inflight, timeout, "RIGHT", "LEFT"
+        )
+        if first is None:
+            return int(reply[0]), []
+        reply = await self._scripts.take(
+            keys=[keys.failures, inflight], args=[batch - 1]
+        )
+        return int(reply[0]), [first, *reply[1:]]
+
+    async def _commit(self, runtime: Runtime, now_ms: int, raws: list[bytes]) -> None:
+        limit = runtime.config.intake.max_record_size
+        items = [decode_record(raw, limit) for raw in raws]
+        records = [item for item in items if isinstance(item, FailureRecord)]
+        known = await self._recall(runtime, records)
+        inflight = runtime.keys.inflight(self._consumer)
+
+        batch = _Batch(now_ms=now_ms)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(inflight)
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for raw, item in zip(raws, items, strict=True):
+                    if isinstance(item, InvalidRecord):
+                        self._park(pipe, runtime, raw, item, batch)
+                    else:
+                        self._handle(pipe, runtime, raw, item, known, batch)
+                self._finish(pipe, runtime, inflight, batch)
+                await pipe.execute()
+        except WatchError:
+            # Another daemon judged this one dead and took the batch back;
+            # it will be handled there, so nothing here is committed.
+            log.warning(
+                "in-flight batch of %d was recovered by another daemon", len(raws)
+            )
+            return
+        if batch.first_due_ms is not None:
+            self._retry_alarm.poke(batch.first_due_ms)
+        _log_batch(batch)
+
+    async def _recall(
+        self, runtime: Runtime, records: list[FailureRecord]
+    ) -> dict[str, _Known]:
+        ids = list(dict.fromkeys(record.task_id for record in records))
+        if not ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hmget(runtime.keys.task(task_id), ["attempt", "history"])
+            replies = await pipe.execute()
+        known: dict[str, _Known] = {}
+        for task_id, (attempt, history) in zip(ids, replies, strict=True):
+            if attempt is not None:
+                known[task_id] = _Known(int(attempt), _load_history(history))
+        return known
+
+    def _handle(
+        self,
+        pipe: Pipeline,
+        runtime: Runtime,
+        raw: bytes,
+        record: FailureRecord,
+        known: dict[str, _Known],
+        batch: _Batch,
+    ) -> None:
+        config = runtime.config
+        classification = runtime.classifier.classify(record)
+        category = config.categories[classification.category]
+        past = known.setdefault(record.task_id, _Known())
+        attempt = next_attempt(past.attempt, record.attempt)
+        failed_ms = _failed_at_ms(record, batch.now_ms)
+        decision = decide(
+            category,
+            attempt=attempt,
+            now_ms=batch.now_ms,
+            failed_at_ms=failed_ms,
+            retry_after_s=record.retry_after,
+            retry_after_ceiling_s=config.retry.retry_after_ceiling_s,
+            has_queue=bool(record.queue),
+        )
+        past.attempt = attempt
+        past.history = [
+            *past.history,
+            _history_entry(record, classification, attempt, failed_ms),
+        ]
+        past.history = past.history[-HISTORY_KEEP:]
+
+        fields = _task_fields(record, classification, attempt, failed_ms, past.history)
+        batch.tally["received"] += 1
+        batch.tally[f"category:{classification.category}"] += 1
+        if decision.retry:
+            self._schedule(pipe, runtime, record.task_id, fields, decision, batch)
+        else:
+            self._give_up(
+                pipe,
+                runtime,
+                raw,
+                record,
+                classification,
+                category,
+                fields,
+                decision,
+                batch,
+            )
+
+    def _schedule(
+        self,
+        pipe: Pipeline,
+        runtime: Runtime,
+        task_id: str,
+        fields: dict[str, _Field],
+        decision: Decision,
+        batch: _Batch,
+    ) -> None:
+        keys = runtime.keys
+        task_key = keys.task(task_id)
+        fields |= {"state": Outcome.SCHEDULED, "due": decision.due_ms}
+        pipe.hset(task_key, mapping=fields)
+        pipe.hdel(task_key, "manual")
+        ttl_ms = round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000)
+        pipe.pexpire(task_key, ttl_ms)
+        pipe.zadd(keys.retry, {task_id: decision.due_ms})
+        batch.tally[Outcome.SCHEDULED] += 1
+        if batch.first_due_ms is None or decision.due_ms < batch.first_due_ms:
+            batch.first_due_ms = decision.due_ms
+
+    def _give_up(
+        self,
+        pipe: Pipeline,
+        runtime: Runtime,
+        raw: bytes,
+        record: FailureRecord,
+        classification: Classification,
+        category: CategorySettings,
+        fields: dict[str, _Field],
+        decision: Decision,
+        batch: _Batch,
+    ) -> None:
+        """Put the task in the dead set and tell the people its category names."""
+        keys = runtime.keys
+        task_key = keys.task(record.task_id)
+        exhausted = category.retries
+        reason = (
+            decision.reason
+            if exhausted
+            else f"{classification.category} is not retried"
+        )
+        fields |= {
+            "state": Outcome.DEAD if exhausted else Outcome.NOTIFIED,
+            "died_at": batch.now_ms,
+            "reason": reason,
+            "record": _keepable_record(raw),
+        }
+        pipe.hset(task_key, mapping=fields)
+        # The dead set owns the task now; it is trimmed by age and count.
+        pipe.persist(task_key)
+        pipe.zadd(keys.dead, {record.task_id: batch.now_ms})
+        batch.tally[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
+        log.info(
+            "task %s (%s) is dead: %s [%s]",
+            record.task,
+            record.task_id,
+            reason,
+            classification.pattern,
+        )
+
+        routes = notify.route(
+            category,
+            has_user=record.user is not None,
+            enabled=self._enabled(),
+            dead=exhausted,
+        )
+        for audience, channels in routes.items():
+            if exhausted:
+                message = for_dead_task(
+                    record,
+                    classification,
+                    now_ms=batch.now_ms,
+                    attempt=decision.attempt,
+                    reason=reason,
+                )
+            else:
+                message = for_unrecoverable(
+                    record,
+                    classification,
+                    audience=audience,
+                    now_ms=batch.now_ms,
+                    attempt=decision.attempt,
+                )
+            notify.enqueue(pipe, keys, message, channels, batch.now_ms)
+        batch.outbox_due = True
+
+    def _park(
+        self,
+        pipe: Pipeline,
+        runtime: Runtime,
+        raw: bytes,
+        invalid: InvalidRecord,
+        batch: _Batch,
+    ) -> None:
+        limit = runtime.config.intake.max_record_size
+        entry: dict[str, Any] = {
+            "reason": invalid.reason,
+            "received_at": iso_utc(batch.now_ms),
+            "size": len(raw),
+        }
+        kept = raw[:limit]
+        try:
+            entry["raw"] = kept.decode("utf-8")
+        except UnicodeDecodeError:
+            entry["raw_base64"] = base64.b64encode(kept).decode("ascii")
+        if len(kept) < len(raw):
+            entry["truncated"] = True
+        pipe.lpush(runtime.keys.invalid, msgspec.json.encode(entry))
+        batch.tally[Outcome.INVALID] += 1
+        log.warning("parked an invalid record: %s", invalid.reason)
+
+    def _finish(
+        self, pipe: Pipeline, runtime: Runtime, inflight: str, batch: _Batch
+    ) -> None:
+        keys = runtime.keys
+        pipe.delete(inflight)
+        for counter, count in batch.tally.items():
+            pipe.hincrby(keys.stats, counter, count)
+        if batch.first_due_ms is not None:
+            pipe.publish(keys.wake, f"retry {batch.first_due_ms}")
+
+
+def _failed_at_ms(record: FailureRecord, now_ms: int) -> int:
+    if record.failed_at is None:
+        return now_ms
+    return round(parse_failed_at(record.failed_at) * 1000)
+
+
+def _history_entry(
+    record: FailureRecord, classification: Classification, attempt: int, failed_ms: int
+) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "failed_at": iso_utc(failed_ms),
+        "category": classification.category,
+        "pattern": classification.pattern,
+        "error": _first_line(record.error)[:ERROR_HEAD],
+    }
+
+
+def _task_fields(
+    record: FailureRecord,
+    classification: Classification,
+    attempt: int,
+    failed_ms: int,
+    history: list[dict[str, Any]],
+) -> dict[str, _Field]:
+    fields: dict[str, _Field] = {
+        "task": record.task,
+        "attempt": attempt,
+        "category": classification.category,
+        "pattern": classification.pattern,
+        "confidence": classification.confidence,
+        "failed_at": failed_ms,
+        "error": record.error[:ERROR_HEAD],
+        "history": msgspec.json.encode(history).decode(),
+    }
+    if record.queue:
+        fields["queue"] = record.queue
+        fields["payload"] = payload_text(record.payload)
+    if record.error_type:
+        fields["error_type"] = record.error_type
+    return fields
+
+
+def _keepable_record(raw: bytes) -> bytes:
+    """The raw record for the dead set, with a huge error cut to its ends."""
+    if len(raw) <= RECORD_KEEP_BYTES:
+        return raw
+    data = msgspec.json.decode(raw)
+    half = RECORD_KEEP_BYTES // 8
+    for name in ("error", "traceback"):
+        text = data.get(name)
+        if isinstance(text, str) and len(text) > 2 * half:
+            cut = len(text) - 2 * half
+            data[name] = f"{text[:half]}\n… [{cut} characters cut] …\n{text[-half:]}"
+    return msgspec.json.encode(data)
+
+
+def _load_history(raw: bytes | None) -> list[dict[str, Any]]:
+    if not raw:
+        return []
+    try:
+        history = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return []
+    return history if isinstance(history, list) else []
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]
+
+
+def _log_batch(batch: _Batch) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(batch.tally.items()))
+        log.debug("committed a batch: %s", summary)

@@ -1,0 +1,45 @@
+"""Logging to stderr, for journald or a terminal.
+
+Under systemd (``JOURNAL_STREAM`` set) lines carry no timestamp of their own,
+since the journal adds one; elsewhere they do. ``--json`` on `recoveryd run`
+gives one JSON object per line instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import msgspec
+
+__all__ = ["setup"]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(entry).decode()
+
+
+def setup(*, json_lines: bool = False, level: str | None = None) -> None:
+    """Send the package's logs to stderr at ``level`` ($RECOVERYD_LOG_LEVEL)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(_JsonFormatter())
+    elif os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level or os.environ.get("RECOVERYD_LOG_LEVEL", "INFO").upper())
