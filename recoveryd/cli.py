@@ -1,0 +1,308 @@
+"""The `recoveryd` command: the daemon and the operator's tools around it.
+
+A mistake in use prints one line on stderr and exits 2; Redis that cannot be
+reached exits 3. Tracebacks are kept for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+import redis
+
+from recoveryd import __version__, logs
+from recoveryd.classify import Classifier
+from recoveryd.config import Config, ConfigError, load_config
+from recoveryd.embedded import EmbeddedError, embedded_url
+from recoveryd.keys import Keys
+from recoveryd.records import FailureRecord, InvalidRecord, decode_record
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_REDIS = 3
+DEFAULT_CONFIG = "recoveryd.toml"
+
+
+class UsageError(Exception):
+    """A mistake in how the command was used; printed as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        result: int = args.handler(args)
+        return result
+    except (UsageError, ConfigError, EmbeddedError) as exc:
+        return _fail(f"recoveryd {args.command}: {exc}", EXIT_USAGE)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return _fail(
+            f"recoveryd {args.command}: redis is unreachable: {exc}", EXIT_REDIS
+        )
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); nothing left worth saying.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def _common_options(*, top: bool) -> argparse.ArgumentParser:
+    # The options are accepted before and after the command; after it, they
+    # must not reset what was given before, hence no defaults there.
+    common = argparse.ArgumentParser(add_help=False)
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    common.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"config file (default: $RECOVERYD_CONFIG, else ./{DEFAULT_CONFIG})",
+        **default,
+    )
+    common.add_argument(
+        "--json", action="store_true", help="machine-readable output", **default
+    )
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common_options(top=False)
+    parser = argparse.ArgumentParser(
+        prog="recoveryd",
+        description="Failed-task recovery daemon: classify, retry, notify.",
+        parents=[_common_options(top=True)],
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"recoveryd {__version__}"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], text: str
+    ) -> Any:
+        cmd = sub.add_parser(name, help=text, description=text, parents=[common])
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    command("run", _run, "run the daemon in the foreground")
+    submit = command(
+        "submit", _submit, "report a failure (flags, or a JSON record on stdin)"
+    )
+    submit.add_argument("--task")
+    submit.add_argument("--error")
+    submit.add_argument("--queue")
+    submit.add_argument("--payload", help="JSON, or plain text pushed as is")
+    submit.add_argument("--id")
+    submit.add_argument("--error-type")
+    submit.add_argument("--status-code", type=int)
+    submit.add_argument("--retry-after", type=float, metavar="SECONDS")
+    submit.add_argument("--attempt", type=int)
+
+    classify = command(
+        "classify", _classify, "classify an error text, or JSON Lines on stdin"
+    )
+    classify.add_argument(
+        "text", help="the error text, or - for JSON Lines records on stdin"
+    )
+    classify.add_argument("--error-type")
+    classify.add_argument("--status-code", type=int)
+
+    command("status", _status, "counts of waiting, in flight, scheduled, dead, invalid")
+
+    retry = command("retry", _retry, "make a task due now, ahead of everything else")
+    retry.add_argument("id", nargs="?", help="the task's id")
+    retry.add_argument(
+        "--dead", action="store_true", help="all dead tasks (with filters)"
+    )
+    retry.add_argument("--category", help="with --dead: only this category")
+
+    command("check-config", _check_config, "validate a config file")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, str | None]:
+    path = args.config or os.environ.get("RECOVERYD_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path), path
+
+
+def _client(config: Config) -> tuple[redis.Redis, Keys]:
+    url = config.redis.url or embedded_url(config.state_dir)
+    if url is None:
+        raise UsageError(
+            f"no [redis] url is configured and no embedded redis is running under "
+            f"{config.state_dir}; start `recoveryd run` first"
+        )
+    return redis.Redis.from_url(url, socket_connect_timeout=5), Keys(
+        config.redis.prefix
+    )
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from recoveryd.daemon import run_daemon
+
+    config, path = _config(args)
+    logs.setup(json_lines=args.json)
+    run_daemon(config, path)
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    config, _ = _config(args)
+    if args.task is None and args.error is None:
+        raw = sys.stdin.buffer.read().strip()
+    else:
+        raw = _record_from_flags(args)
+    checked = decode_record(raw, config.intake.max_record_size)
+    if isinstance(checked, InvalidRecord):
+        raise UsageError(f"not a failure record: {checked.reason}")
+
+    raw = _with_id(raw, checked.task_id)
+    client, keys = _client(config)
+    client.lpush(keys.failures, raw)
+    if args.json:
+        _print_json({"id": checked.task_id, "list": keys.failures})
+    else:
+        print(f"submitted {checked.task_id} to {keys.failures}")
+    return 0
+
+
+def _record_from_flags(args: argparse.Namespace) -> bytes:
+    if args.task is None or args.error is None:
+        raise UsageError(
+            "--task and --error are both needed (or a JSON record on stdin)"
+        )
+    record: dict[str, Any] = {"task": args.task, "error": args.error}
+    if args.payload is not None:
+        try:
+            record["payload"] = msgspec.json.decode(args.payload)
+        except msgspec.DecodeError:
+            record["payload"] = args.payload
+    for name in ("queue", "id", "error_type", "status_code", "retry_after", "attempt"):
+        value = getattr(args, name)
+        if value is not None:
+            record[name] = value
+    return msgspec.json.encode(record)
+
+
+def _with_id(raw: bytes, task_id: str) -> bytes:
+    """The record with the id it was given, so `submit` can print it."""
+    data = msgspec.json.decode(raw)
+    if data.get("id") == task_id:
+        return raw
+    data["id"] = task_id
+    return msgspec.json.encode(data)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    config, _ = _config(args)
+    classifier = Classifier.from_config(config)
+    if args.text == "-":
+        return _classify_stream(classifier, config.intake.max_record_size)
+    record = FailureRecord(
+        task="-",
+        error=args.text,
+        error_type=args.error_type,
+        status_code=args.status_code,
+    )
+    result = classifier.classify(record)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"{result.category}  action={result.action}  "
+            f"confidence={result.confidence:.2f}  pattern={result.pattern}"
+        )
+    return 0
+
+
+def _classify_stream(classifier: Classifier, max_size: int) -> int:
+    out = sys.stdout
+    encode = msgspec.json.encode
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        item = decode_record(line.rstrip(b"\r\n"), max_size)
+        if isinstance(item, InvalidRecord):
+            out.write(encode({"error": item.reason}).decode() + "\n")
+        else:
+            out.write(encode(classifier.classify(item)).decode() + "\n")
+    out.flush()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from recoveryd.status import read_status, render_status
+
+    config, _ = _config(args)
+    client, keys = _client(config)
+    status = read_status(client, keys)
+    if args.json:
+        _print_json(status)
+    else:
+        print(render_status(status))
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from recoveryd.manual import retry_dead, retry_task
+
+    config, _ = _config(args)
+    if args.id is None and not args.dead:
+        raise UsageError("name a task id, or --dead for all dead tasks")
+    if args.id is not None and args.dead:
+        raise UsageError("give a task id or --dead, not both")
+    if args.category and not args.dead:
+        raise UsageError("--category goes with --dead")
+    client, keys = _client(config)
+    ttl_ms = round(config.retry.task_ttl_s * 1000)
+    if args.id is not None:
+        message = retry_task(client, keys, args.id, ttl_ms)
+        if args.json:
+            _print_json({"id": args.id, "result": message})
+        else:
+            print(f"{args.id}: {message}")
+        return 0
+    count = retry_dead(client, keys, ttl_ms, category=args.category)
+    if args.json:
+        _print_json({"requeued": count})
+    else:
+        print(f"requeued {count} dead task(s)")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config, path = _config(args)
+    if args.json:
+        _print_json({"ok": True, "path": path, "categories": sorted(config.categories)})
+    else:
+        where = path or "built-in defaults"
+        print(
+            f"ok: {where} ({len(config.categories)} categories, "
+            f"{len(config.patterns)} operator patterns)"
+        )
+    return 0
+
+
+def entry_point() -> NoReturn:
+    sys.exit(main())
