@@ -1,0 +1,115 @@
+"""The command line: submit, classify, retry and their errors in use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recoveryd.manual import MANUAL_SCORE
+from tests.conftest import write_config
+
+
+def run(config: Path | None, *args: str, stdin: str | None = None):
+    command = [sys.executable, "-m", "recoveryd", *args]
+    if config is not None:
+        command += ["-c", str(config)]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture
+def config(tmp_path, redis_server) -> Path:
+    return write_config(tmp_path / "c.toml", redis_server.url)
+
+
+def test_submit_with_flags_pushes_a_record(config, r, keys):
+    result = run(config, "submit", "--task", "t", "--error", "boom", "--queue", "q",
+                 "--payload", '{"n": 1}', "--status-code", "503", "--json")
+    assert result.returncode == 0, result.stderr
+    task_id = json.loads(result.stdout)["id"]
+    record = json.loads(r.lindex(keys.failures, 0))
+    assert record == {"task": "t", "error": "boom", "queue": "q", "payload": {"n": 1},
+                      "status_code": 503, "id": task_id}
+
+
+def test_submit_rejects_a_bad_record_in_one_line(config, r, keys):
+    result = run(config, "submit", stdin='{"task": "t"}')
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "recoveryd submit: not a failure record: missing required field `error`"
+    )
+    assert r.llen(keys.failures) == 0
+
+
+def test_classify_stream_keeps_order_and_reports_bad_lines(tmp_path):
+    lines = [
+        {"task": "a", "error": "Connection refused"},
+        "this is not json",
+        {"task": "b", "error": "x", "status_code": 429},
+    ]
+    stdin = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines)
+    result = run(None, "classify", "-", stdin=stdin + "\n")
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(out) == 3
+    assert out[0]["category"] == "recoverable_network"
+    assert "error" in out[1]
+    assert out[2]["category"] == "rate_limited"
+    assert {"category", "action", "confidence", "pattern"} <= out[0].keys()
+
+
+def test_retry_makes_a_scheduled_task_due_first(config, r, keys):
+    r.hset(keys.task("later"), mapping={"queue": "q", "payload": "p"})
+    r.zadd(keys.retry, {"later": 10**13, "other": 10**12})
+    result = run(config, "retry", "later")
+    assert result.returncode == 0, result.stderr
+    assert "now due" in result.stdout
+    assert r.zrange(keys.retry, 0, 0, withscores=True) == [(b"later", MANUAL_SCORE)]
+
+
+def test_retry_dead_by_category(config, r, keys):
+    for task_id, category in [("d1", "recoverable_network"), ("d2", "unrecoverable_data"),
+                              ("d3", "recoverable_network")]:
+        r.hset(keys.task(task_id), mapping={"queue": "q", "payload": task_id,
+                                            "category": category, "state": "dead"})
+        r.zadd(keys.dead, {task_id: 1})
+    result = run(config, "retry", "--dead", "--category", "recoverable_network")
+    assert result.returncode == 0, result.stderr
+    assert "requeued 2" in result.stdout
+    assert sorted(r.zrange(keys.retry, 0, -1)) == [b"d1", b"d3"]
+    assert r.zrange(keys.dead, 0, -1) == [b"d2"]
+
+
+def test_retry_of_an_unknown_task_says_so(config):
+    result = run(config, "retry", "nope")
+    assert result.returncode == 0
+    assert "not found" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["retry"], "name a task id, or --dead"),
+        (["retry", "x", "--dead"], "not both"),
+        (["submit", "--task", "t"], "--task and --error are both needed"),
+    ],
+)
+def test_mistakes_in_use_are_one_line(config, args, message):
+    result = run(config, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_redis_is_one_line(tmp_path):
+    from tests.conftest import free_port
+
+    config = write_config(tmp_path / "c.toml", f"redis://127.0.0.1:{free_port()}/0")
+    result = run(config, "status")
+    assert result.returncode == 3
+    assert "redis is unreachable" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,43 @@
+"""Re-dispatch against a real Redis: exactly once, on time, in order of due."""
+
+from __future__ import annotations
+
+from tests.conftest import wait_for
+
+
+def schedule_directly(client, keys, count: int, due_in_ms: int) -> None:
+    seconds, micros = client.time()
+    due_ms = seconds * 1000 + micros // 1000 + due_in_ms
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        task_id = f"due-{i}"
+        pipe.hset(keys.task(task_id), mapping={"queue": "q:work", "payload": task_id})
+        pipe.zadd(keys.retry, {task_id: due_ms})
+        if i % 500 == 499:
+            pipe.execute()
+    pipe.execute()
+    client.publish(keys.wake, f"retry {due_ms}")
+
+
+def test_two_daemons_dispatch_each_entry_exactly_once(r, keys, start_daemon):
+    config = "[retry]\ndispatch_batch = 100\n"
+    start_daemon(config, name="a")
+    start_daemon(config, name="b")
+    schedule_directly(r, keys, 10_000, due_in_ms=300)
+
+    wait_for(lambda: r.zcard(keys.retry) == 0, what="every entry to be dispatched")
+    payloads = r.lrange("q:work", 0, -1)
+    assert len(payloads) == 10_000
+    assert len(set(payloads)) == 10_000
+    assert int(r.hget(keys.stats, "dispatched")) == 10_000
+
+
+def test_entry_scheduled_by_another_client_wakes_a_sleeping_daemon(
+    r, keys, start_daemon
+):
+    daemon = start_daemon()
+    # The daemon sleeps with nothing due; an entry due soon must still go
+    # out without waiting for any timer the daemon had set before.
+    schedule_directly(r, keys, 1, due_in_ms=50)
+    wait_for(lambda: r.llen("q:work") == 1, timeout_s=5, what="dispatch")
+    assert daemon.process.poll() is None

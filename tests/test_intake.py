@@ -1,0 +1,96 @@
+"""Intake against a real Redis: nothing lost, nothing handled twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from tests.conftest import wait_for
+
+SLOW_RETRIES = """
+[intake]
+batch = 16
+
+[categories.recoverable_network]
+base_delay = "1h"
+"""
+
+
+def burst(client, keys, count: int) -> dict[str, str]:
+    """Push ``count`` records: mostly network, some data failures, some junk."""
+    expected: dict[str, str] = {}
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        task_id = f"job-{i}"
+        if i % 25 == 0:
+            pipe.lpush(keys.failures, f"broken record {i}")
+            expected[task_id] = "invalid"
+            continue
+        error = "ECONNREFUSED 10.0.0.7:5432" if i % 10 else "malformed JSON in payload"
+        pipe.lpush(
+            keys.failures,
+            json.dumps(
+                {"task": "t", "id": task_id, "queue": "q", "payload": i, "error": error}
+            ),
+        )
+        expected[task_id] = "scheduled" if i % 10 else "dead"
+        if i % 50 == 49:
+            pipe.execute()
+    pipe.execute()
+    return expected
+
+
+def test_kill_9_mid_burst_loses_and_repeats_nothing(r, keys, start_daemon):
+    first = start_daemon(SLOW_RETRIES)
+    pusher = threading.Thread(target=burst, args=(r, keys, 1000))
+    pusher.start()
+    wait_for(
+        lambda: int(r.hget(keys.stats, "received") or 0) >= 100,
+        what="the daemon to be mid-burst",
+    )
+    first.kill()
+    pusher.join()
+    assert int(r.hget(keys.stats, "received") or 0) < 1000
+
+    start_daemon(SLOW_RETRIES)
+    counted = lambda: (  # noqa: E731
+        int(r.hget(keys.stats, "received") or 0) + r.llen(keys.invalid)
+    )
+    wait_for(lambda: counted() >= 1000, what="every record to be handled")
+
+    assert counted() == 1000, "a record was handled twice"
+    assert r.llen(keys.invalid) == 40
+    assert r.zcard(keys.retry) == 864
+    assert r.zcard(keys.dead) == 96
+    attempts = {
+        int(r.hget(keys.task(f"job-{i}"), "attempt") or 0)
+        for i in range(1000)
+        if i % 25
+    }
+    assert attempts == {1}, "some record was counted as a second failure"
+    assert r.llen(keys.failures) == 0
+    assert not any(r.llen(k) for k in r.scan_iter(match=keys.inflight("*")))
+
+
+def test_oversized_record_is_parked_not_processed(r, keys, start_daemon):
+    start_daemon('[intake]\nmax_record_size = "4KiB"\n')
+    big = json.dumps({"task": "t", "error": "x" * 10_000})
+    r.lpush(keys.failures, big)
+    wait_for(lambda: r.llen(keys.invalid), what="the big record to be parked")
+    parked = json.loads(r.lindex(keys.invalid, 0))
+    assert "over the 4096 limit" in parked["reason"]
+    assert parked["size"] == len(big)
+    assert parked["truncated"] is True
+
+
+def test_enormous_error_text_is_classified_and_kept_small(r, keys, start_daemon):
+    start_daemon('[intake]\nmax_record_size = "8MiB"\n')
+    error = "Traceback (most recent call last):\n" + "  frame\n" * 600_000
+    error += "ConnectionResetError: [Errno 104] Connection reset by peer"
+    r.lpush(
+        keys.failures,
+        json.dumps({"task": "t", "id": "huge", "queue": "q", "error": error}),
+    )
+    wait_for(lambda: r.hget(keys.task("huge"), "category"), what="classification")
+    assert r.hget(keys.task("huge"), "category") == b"recoverable_network"
+    assert len(r.hget(keys.task("huge"), "error")) <= 1000
