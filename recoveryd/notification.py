@@ -18,17 +18,32 @@ from recoveryd.records import FailureRecord, User
 
 __all__ = [
     "ADMIN",
+    "DIGEST",
+    "SUMMARY",
     "USER",
     "Analysis",
     "Delivery",
     "Notification",
+    "digest_of",
     "for_dead_task",
     "for_unrecoverable",
     "iso_utc",
+    "summary_of",
 ]
 
 ADMIN = "admin"
 USER = "user"
+
+# Notification types beyond the first report of a failure.
+SUMMARY = "summary"
+DIGEST = "digest"
+
+# A digest names this many tasks, lists this many notifications and keeps
+# this many sample ids: enough to start from, small enough for one email.
+DIGEST_NAMES = 5
+DIGEST_LINES = 50
+DIGEST_SAMPLES = 10
+_SEVERITY_RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
 # Error text in a notification is cut to this many characters: enough for
 # the message and the root-cause line, not a whole megabyte of traceback.
@@ -63,6 +78,9 @@ class Notification(msgspec.Struct, kw_only=True, omit_defaults=True):
     meta: dict[str, Any] | None = None
     count: int = 1
     sample_ids: list[str] = []
+    group: str | None = None
+    first_at: str | None = None
+    last_at: str | None = None
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -162,6 +180,93 @@ def for_dead_task(
         ),
         **_base(record, classification, now_ms=now_ms, attempt=attempt, dead=True),
     )
+
+
+def summary_of(
+    first: Notification,
+    *,
+    count: int,
+    sample_ids: list[str],
+    since_ms: int,
+    last_ms: int,
+    now_ms: int,
+) -> Notification:
+    """The ``count`` failures a group held back since ``since_ms``, in one."""
+    since, last = iso_utc(since_ms), iso_utc(last_ms)
+    times = "time" if count == 1 else "times"
+    return msgspec.structs.replace(
+        first,
+        id=uuid.uuid4().hex,
+        type=SUMMARY,
+        title=f"{first.task} failed {count} more {times}: {_category(first)}",
+        description=(
+            f"Task {first.task} failed {count} more {times} with the same error "
+            f"between {since} and {last}, after the failure of {first.task_id} "
+            f"reported at {first.created_at}."
+        ),
+        task_id=sample_ids[-1] if sample_ids else first.task_id,
+        created_at=iso_utc(now_ms),
+        count=count,
+        sample_ids=sample_ids,
+        first_at=since,
+        last_at=last,
+    )
+
+
+def digest_of(held: list[Notification], *, channel: str, now_ms: int) -> Notification:
+    """Notifications a channel's rate limit held back, folded into one."""
+    first = held[0]
+    count = sum(n.count for n in held)
+    categories = sorted({n.analysis.category for n in held})
+    tasks = sorted({n.task for n in held})
+    samples = list(dict.fromkeys(i for n in held for i in [n.task_id, *n.sample_ids]))
+    return Notification(
+        id=uuid.uuid4().hex,
+        type=DIGEST,
+        severity=max((n.severity for n in held), key=_rank),
+        audience=first.audience,
+        user=first.user,
+        title=f"{count} failures held back by the {channel} rate limit",
+        description=(
+            f"{len(held)} notifications ({count} failures) of "
+            f"{len(tasks)} task(s) came faster than the {channel} rate limit "
+            f"allows: {', '.join(tasks[:DIGEST_NAMES])}"
+            + (" …" if len(tasks) > DIGEST_NAMES else "")
+        ),
+        task=tasks[0] if len(tasks) == 1 else f"{len(tasks)} tasks",
+        task_id=first.task_id,
+        error_message=first.error_message,
+        analysis=Analysis(
+            category=categories[0] if len(categories) == 1 else "several",
+            recommended_action="read the alert log for each failure",
+            confidence=min(n.analysis.confidence for n in held),
+            pattern="several",
+        ),
+        created_at=iso_utc(now_ms),
+        count=count,
+        sample_ids=samples[:DIGEST_SAMPLES],
+        first_at=min(n.first_at or n.created_at for n in held),
+        last_at=max(n.last_at or n.created_at for n in held),
+        meta={"digest": [_digest_line(n) for n in held[:DIGEST_LINES]]},
+    )
+
+
+def _rank(severity: str) -> int:
+    return _SEVERITY_RANK.get(severity, 0)
+
+
+def _digest_line(notification: Notification) -> dict[str, Any]:
+    return {
+        "title": notification.title,
+        "task_id": notification.task_id,
+        "category": notification.analysis.category,
+        "count": notification.count,
+        "created_at": notification.created_at,
+    }
+
+
+def _category(notification: Notification) -> str:
+    return notification.analysis.category.replace("_", " ")
 
 
 def _cut(text: str) -> str:

@@ -1,12 +1,16 @@
-"""Notification delivery: routing, the durable outbox, and the delivery loops.
+"""Notification delivery: routing, grouping, the durable outbox and its loops.
 
 A notification is written to the outbox in the same Redis transaction that
 commits the failure's outcome, one entry per channel, so it can never be
-lost between the two. Each channel has its own outbox and its own loop: a
-stalled or failing channel delays only itself. A delivery is claimed with a
-lease; a daemon killed mid-send leaves it to be claimed again. A failed
-delivery is retried with backoff and, after the configured attempts, is
-recorded as undeliverable in the admin alert log.
+lost between the two; with grouping on, a script in that transaction sends
+the first of a group and only counts the rest (see `recoveryd.grouping`),
+and `GroupFlusher` sends the summaries when windows end. Each channel has
+its own outbox and its own loop: a stalled or failing channel delays only
+itself. A delivery is claimed with a lease; a daemon killed mid-send leaves
+it to be claimed again. A failed delivery is retried with backoff and, after
+the configured attempts, is recorded as undeliverable in the admin alert
+log. A channel's rate limit (`max_per_hour`) caps what it sends; what is due
+beyond the cap is folded into one digest notification.
 """
 
 from __future__ import annotations
@@ -15,15 +19,20 @@ import logging
 import math
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import anyio
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, WatchError
 
 from recoveryd.categories import CategorySettings
+from recoveryd.config import Config, NotifySettings
 from recoveryd.connection import Link
+from recoveryd.grouping import SAMPLE_IDS, GroupState, fingerprint, plan
 from recoveryd.keys import Keys
 from recoveryd.notification import (
     ADMIN,
@@ -31,13 +40,30 @@ from recoveryd.notification import (
     Analysis,
     Delivery,
     Notification,
+    digest_of,
     iso_utc,
+    summary_of,
 )
 from recoveryd.notifiers import Channel, DeliveryError
+from recoveryd.notifiers.alert_log import AlertLog
+from recoveryd.notifiers.email import EmailChannel
+from recoveryd.notifiers.inbox import InboxChannel
+from recoveryd.notifiers.push import PushChannel, valid_target
+from recoveryd.notifiers.secrets import missing_secrets
+from recoveryd.notifiers.sms import SmsChannel
+from recoveryd.records import User
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
 
-__all__ = ["DeliveryLoop", "enqueue", "route"]
+__all__ = [
+    "DeliveryLoop",
+    "GroupFlusher",
+    "Limits",
+    "enqueue",
+    "limits_for",
+    "open_channels",
+    "route",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,35 +72,48 @@ ADMIN_CHANNELS = ("email", "sms")
 USER_CHANNELS = ("inbox", "push")
 AUDIENCES = {ADMIN: ("alert_log", *ADMIN_CHANNELS), USER: ("alert_log", *USER_CHANNELS)}
 DEAD_CHANNELS = ("alert_log", "email", "sms")
+# With no user to tell, the admin hears instead, on the nearest channel.
+ADMIN_STAND_IN = {"inbox": "alert_log", "push": "email"}
 
 LEASE_MS = 120_000
 BATCH = 50
-RETRY_BASE_S = 5.0
-RETRY_CAP_S = 3600.0
+# Deliveries sent at once by one channel's loop: enough to drain a burst,
+# few enough not to open a hundred SMTP connections.
+CONCURRENCY = 8
+# Most deliveries folded into one digest per claim.
+DIGEST_MAX = 5000
+RATE_WINDOW_MS = 3_600_000
+GROUP_BATCH = 100
+# A group is re-read this many times when intake keeps changing it under
+# the flusher's feet; the next wake-up tries again.
+FLUSH_TRIES = 20
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Delivery)
+_notification = msgspec.json.Decoder(Notification)
 
 
 def route(
     category: CategorySettings,
     *,
-    has_user: bool,
+    user: User | None,
     enabled: Iterable[str],
     dead: bool = False,
 ) -> dict[str, list[str]]:
     """Channels per audience for one failure: ``{"admin": [...], "user": [...]}``.
 
-    User channels go to the record's user; with no user named, the admin
-    hears instead. The alert log of each audience is always written.
+    User channels go to the record's user when it names the target each
+    needs (``id`` for the inbox, ``push`` for push); otherwise the admin
+    hears instead (inbox → alert log, push → email). The alert log of each
+    audience is always written.
     """
     wanted = DEAD_CHANNELS if dead else _expand(category.notify)
     on = set(enabled) | {ALERT_LOG}
     routes: dict[str, list[str]] = {}
     for channel in wanted:
         audience = USER if channel in USER_CHANNELS else ADMIN
-        if audience == USER and not has_user:
-            audience, channel = ADMIN, ALERT_LOG
+        if audience == USER and not _reaches(user, channel):
+            audience, channel = ADMIN, ADMIN_STAND_IN[channel]
         if channel in on:
             targets = routes.setdefault(audience, [ALERT_LOG])
             if channel not in targets:
@@ -91,18 +130,241 @@ def _expand(names: Sequence[str]) -> list[str]:
     return out
 
 
+def _reaches(user: User | None, channel: str) -> bool:
+    if user is None:
+        return False
+    if channel == "inbox":
+        return user.id is not None and str(user.id) != ""
+    return valid_target(user.push)
+
+
 def enqueue(
     pipe: Pipeline,
     keys: Keys,
     notification: Notification,
     channels: Sequence[str],
     now_ms: int,
+    *,
+    scripts: Scripts | None = None,
+    window_ms: int = 0,
 ) -> None:
-    """Add one delivery per channel to the outbox, inside ``pipe``'s transaction."""
+    """Add one delivery per channel to the outbox, inside ``pipe``'s transaction.
+
+    Given the scripts and a window, the notification is grouped: it is sent
+    only if it is the first of its group within the window.
+    """
+    if not channels:
+        return
+    if scripts is not None and window_ms > 0:
+        _enqueue_grouped(
+            pipe, scripts.group, keys, notification, channels, now_ms, window_ms
+        )
+        return
     for channel in channels:
         member = _encoder.encode(Delivery(channel=channel, notification=notification))
         pipe.zadd(keys.outbox(channel), {member: now_ms})
         pipe.publish(keys.wake, f"outbox:{channel} {now_ms}")
+
+
+def _enqueue_grouped(
+    pipe: Pipeline,
+    script: AsyncScript,
+    keys: Keys,
+    notification: Notification,
+    channels: Sequence[str],
+    now_ms: int,
+    window_ms: int,
+) -> None:
+    group = fingerprint(notification)
+    notification.group = group
+    members = [
+        _encoder.encode(Delivery(channel=channel, notification=notification))
+        for channel in channels
+    ]
+    script_keys = [keys.group(group), keys.groups, *map(keys.outbox, channels)]
+    args: list[Any] = [
+        now_ms,
+        window_ms,
+        group,
+        notification.task_id,
+        SAMPLE_IDS,
+        keys.wake,
+        _encoder.encode(notification),
+        " ".join(channels),
+        *members,
+    ]
+    # Queued in the transaction by SHA; the pipeline loads the script first
+    # if Redis lost it (a restart), since it is registered here.
+    cast(set[AsyncScript], pipe.scripts).add(script)
+    pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+
+
+def open_channels(config: Config, redis: Redis, keys: Keys) -> dict[str, Channel]:
+    """The channels the config turns on; the alert logs always."""
+    notify = config.notify
+    admin = notify.admin
+    channels: list[Channel] = [AlertLog(config.state_dir)]
+    if notify.inbox.enabled:
+        channels.append(InboxChannel(redis, keys, notify.inbox))
+    if notify.email is not None:
+        channels.append(EmailChannel(notify.email, admin.email))
+    if notify.sms is not None:
+        channels.append(SmsChannel(notify.sms, admin.phone))
+    if notify.push is not None:
+        channels.append(PushChannel(notify.push))
+    for problem in missing_secrets(config):
+        log.error("%s; its channel fails until the secret is there", problem)
+    return {channel.name: channel for channel in channels}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How one channel's loop treats its deliveries."""
+
+    timeout_s: float = 30.0
+    max_per_hour: int = 0
+    max_attempts: int = 10
+    base_delay_s: float = 5.0
+    max_delay_s: float = 3600.0
+
+
+def limits_for(settings: NotifySettings, channel: str) -> Limits:
+    """The timeout, rate limit and retry policy of ``channel`` from the config."""
+    section = {"email": settings.email, "sms": settings.sms, "push": settings.push}
+    configured = section.get(channel)
+    return Limits(
+        timeout_s=configured.timeout_s if configured else 10.0,
+        max_per_hour=configured.max_per_hour if configured else 0,
+        max_attempts=settings.max_attempts,
+        base_delay_s=settings.base_delay_s,
+        max_delay_s=settings.max_delay_s,
+    )
+
+
+class GroupFlusher:
+    """Ends grouping windows as they fall due: summaries out, quiet groups closed.
+
+    Any daemon may end any window: each group is read and rewritten under
+    WATCH, so a failure counted by intake in between makes the rewrite fail
+    and start over instead of losing the count.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        alarm: Alarm,
+        link: Link,
+        *,
+        window_s: float,
+        repeat_s: float,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._alarm = alarm
+        self._link = link
+        self._window_ms = round(window_s * 1000)
+        self._repeat_ms = round(repeat_s * 1000)
+        self.summaries = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                now_ms, next_ms = await self.flush_due()
+                self._link.ok("groups")
+            except (RedisError, OSError) as exc:
+                await self._link.wait_out(exc, "groups")
+                continue
+            await self._alarm.sleep_until(next_ms, now_ms)
+
+    async def flush_due(self, now_ms: int | None = None) -> tuple[int, float]:
+        """End every window due by ``now_ms`` (Redis's clock when not given).
+
+        Returns the time used and when the next window ends (inf: none open).
+        """
+        if now_ms is None:
+            seconds, micros = await self._redis.time()
+            now_ms = seconds * 1000 + micros // 1000
+        due = await self._redis.zrangebyscore(
+            self._keys.groups, "-inf", now_ms, start=0, num=GROUP_BATCH
+        )
+        for group in due:
+            await self._flush(group.decode(), now_ms)
+        if len(due) == GROUP_BATCH:
+            return now_ms, now_ms
+        head = await self._redis.zrange(self._keys.groups, 0, 0, withscores=True)
+        return now_ms, (float(head[0][1]) if head else math.inf)
+
+    async def _flush(self, group: str, now_ms: int) -> None:
+        key = self._keys.group(group)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for _ in range(FLUSH_TRIES):
+                try:
+                    await pipe.watch(key)
+                    fields = await pipe.hgetall(key)  # type: ignore[misc]
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    self._end_window(pipe, group, fields, now_ms)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+        log.debug("group %s kept changing; its window ends at the next wake", group)
+
+    def _end_window(
+        self, pipe: Pipeline, group: str, fields: dict[bytes, bytes], now_ms: int
+    ) -> None:
+        keys = self._keys
+        if b"template" not in fields:
+            pipe.zrem(keys.groups, group)
+            return
+        state = GroupState.from_hash(fields)
+        if state.window_end_ms > now_ms:
+            # Another daemon ended this window already; keep the index right.
+            pipe.zadd(keys.groups, {group: state.window_end_ms})
+            return
+
+        decision = plan(state, now_ms, self._window_ms, self._repeat_ms)
+        if decision.summarise:
+            self._summarise(pipe, group, state, now_ms)
+        if decision.close:
+            pipe.delete(keys.group(group))
+            pipe.zrem(keys.groups, group)
+            return
+        pipe.hset(
+            keys.group(group), mapping={"window_end": decision.next_end_ms, "seen": 0}
+        )
+        pipe.zadd(keys.groups, {group: decision.next_end_ms})
+
+    def _summarise(
+        self, pipe: Pipeline, group: str, state: GroupState, now_ms: int
+    ) -> None:
+        first = _notification.decode(state.template)
+        summary = summary_of(
+            first,
+            count=state.pending,
+            sample_ids=state.sample_ids,
+            since_ms=state.since_ms,
+            last_ms=state.last_ms,
+            now_ms=now_ms,
+        )
+        enqueue(pipe, self._keys, summary, state.channels, now_ms)
+        pipe.hset(
+            self._keys.group(group),
+            mapping={
+                "pending": 0,
+                "kept": 0,
+                "samples": "",
+                "last_sent": now_ms,
+                "summaries": state.summaries + 1,
+            },
+        )
+        self.summaries += 1
+        log.info(
+            "summary of %d more failures of task %s (group %s)",
+            state.pending,
+            first.task,
+            group,
+        )
 
 
 class DeliveryLoop:
@@ -117,39 +379,102 @@ class DeliveryLoop:
         alarm: Alarm,
         link: Link,
         *,
-        max_attempts: int,
-        timeout_s: float,
+        limits: Limits,
         fallback: Channel | None = None,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
         self._key = keys.outbox(channel.name)
+        self._sent_key = keys.sent(channel.name)
         self._channel = channel
         self._alarm = alarm
         self._link = link
-        self._max_attempts = max_attempts
-        self._timeout_s = timeout_s
+        self._limits = limits
         self._fallback = fallback
         self._who = f"outbox:{channel.name}"
         self._failing = False
+        self._capped = False
+        self._slots = anyio.CapacityLimiter(CONCURRENCY)
+        # Claimed and not yet settled: handed back when the loop stops.
+        self._held: set[bytes] = set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                now_ms, next_ms, members = await self._claim()
-                self._link.ok(self._who)
-            except (RedisError, OSError) as exc:
-                await self._link.wait_out(exc, self._who)
-                continue
-            if members:
-                await self._deliver_all(members, now_ms)
-                continue
-            await self._alarm.sleep_until(next_ms, now_ms)
+        try:
+            while True:
+                try:
+                    now_ms, next_ms, room, members = await self._claim()
+                    self._link.ok(self._who)
+                except (RedisError, OSError) as exc:
+                    await self._link.wait_out(exc, self._who)
+                    continue
+                if members:
+                    await self._deliver_claimed(members, room, now_ms)
+                    continue
+                await self._alarm.sleep_until(next_ms, now_ms)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self._release()
 
-    async def _claim(self) -> tuple[int, float, list[bytes]]:
-        reply = await self._scripts.claim(keys=[self._key], args=[BATCH, LEASE_MS])
-        now_ms, head = int(reply[0]), float(reply[1])
-        return now_ms, (math.inf if head < 0 else head), list(reply[2:])
+    async def _release(self) -> None:
+        """Make the deliveries this loop holds due again, for the next daemon.
+
+        A daemon killed outright cannot; its deliveries wait out the lease.
+        """
+        if not self._held:
+            return
+        held, self._held = self._held, set()
+        try:
+            await self._redis.zadd(self._key, dict.fromkeys(held, 0), xx=True)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "%d %s deliveries wait out their lease: %s",
+                len(held),
+                self._channel.name,
+                exc,
+            )
+
+    async def _claim(self) -> tuple[int, float, int, list[bytes]]:
+        reply = await self._scripts.claim(
+            keys=[self._key, self._sent_key],
+            args=[
+                BATCH,
+                LEASE_MS,
+                self._limits.max_per_hour,
+                RATE_WINDOW_MS,
+                DIGEST_MAX,
+                uuid.uuid4().hex,
+            ],
+        )
+        now_ms, head, room = int(reply[0]), float(reply[1]), int(reply[2])
+        members = list(reply[3:])
+        self._held.update(members)
+        return now_ms, (math.inf if head < 0 else head), room, members
+
+    async def _deliver_claimed(
+        self, members: list[bytes], room: int, now_ms: int
+    ) -> None:
+        if 0 < room < len(members):
+            # More is due than the rate limit lets out: all but one place
+            # go to single deliveries, the last to a digest of the rest.
+            single, held = members[: room - 1], members[room - 1 :]
+            self._say_capped(len(held))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._deliver_all, single, now_ms)
+                tg.start_soon(self._digest, held, now_ms)
+            return
+        if room < 0 or room > len(members):
+            self._capped = False
+        await self._deliver_all(members, now_ms)
+
+    def _say_capped(self, held: int) -> None:
+        if not self._capped:
+            self._capped = True
+            log.warning(
+                "channel %s reached its limit of %d an hour; %d held for a digest",
+                self._channel.name,
+                self._limits.max_per_hour,
+                held,
+            )
 
     async def _deliver_all(self, members: list[bytes], now_ms: int) -> None:
         async with anyio.create_task_group() as tg:
@@ -157,52 +482,109 @@ class DeliveryLoop:
                 tg.start_soon(self._deliver, member, now_ms)
 
     async def _deliver(self, member: bytes, now_ms: int) -> None:
-        try:
-            delivery = _decoder.decode(member)
-        except msgspec.DecodeError:
-            log.error("dropping an outbox entry that does not decode: %r", member[:200])
-            await self._settle(member, None)
+        delivery = await self._decode(member)
+        if delivery is None:
             return
         try:
-            with anyio.fail_after(self._timeout_s):
-                await self._channel.send(delivery.notification)
+            async with self._slots:
+                with anyio.fail_after(self._limits.timeout_s):
+                    await self._channel.send(delivery.notification)
         except (DeliveryError, TimeoutError, OSError) as exc:
             await self._failed(member, delivery, exc, now_ms)
             return
         if self._failing:
             self._failing = False
             log.info("channel %s is delivering again", self._channel.name)
-        await self._settle(member, None)
+        await self._settle([member], None)
+
+    async def _decode(self, member: bytes) -> Delivery | None:
+        try:
+            return _decoder.decode(member)
+        except msgspec.DecodeError:
+            log.error("dropping an outbox entry that does not decode: %r", member[:200])
+            await self._settle([member], None)
+            return None
+
+    async def _digest(self, members: list[bytes], now_ms: int) -> None:
+        """Fold held deliveries for one recipient into one digest and send it.
+
+        Deliveries for other recipients (push to other users) stay in the
+        outbox, due now, for the next free place.
+        """
+        held: dict[str, list[tuple[bytes, Delivery]]] = {}
+        for member in members:
+            delivery = await self._decode(member)
+            if delivery is not None:
+                recipient = _recipient(delivery.notification)
+                held.setdefault(recipient, []).append((member, delivery))
+        if not held:
+            return
+        first, *others = held.values()
+        digest = Delivery(
+            channel=self._channel.name,
+            notification=digest_of(
+                [d.notification for _, d in first],
+                channel=self._channel.name,
+                now_ms=now_ms,
+            ),
+        )
+        member = _encoder.encode(digest)
+        later = [m for group in others for m, _ in group]
+        await self._replace([m for m, _ in first], later, member, now_ms)
+        await self._deliver(member, now_ms)
+
+    async def _replace(
+        self, folded: list[bytes], later: list[bytes], digest: bytes, now_ms: int
+    ) -> None:
+        """Swap folded deliveries for their digest, itself claimed by this loop."""
+        while True:
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.zrem(self._key, *folded)
+                    pipe.zadd(self._key, {digest: now_ms + LEASE_MS})
+                    if later:
+                        pipe.zadd(self._key, dict.fromkeys(later, now_ms))
+                    await pipe.execute()
+                self._held.difference_update([*folded, *later])
+                self._held.add(digest)
+                return
+            except (RedisError, OSError) as exc:
+                await self._link.wait_out(exc, self._who)
 
     async def _failed(
         self, member: bytes, delivery: Delivery, exc: BaseException, now_ms: int
     ) -> None:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
-            reason = f"no answer within {self._timeout_s:g}s"
+            reason = f"no answer within {self._limits.timeout_s:g}s"
         if not self._failing:
             self._failing = True
             log.warning("channel %s is failing: %s", self._channel.name, reason)
         delivery.tries += 1
         delivery.last_error = reason[:500]
-        if delivery.tries >= self._max_attempts:
+        if delivery.tries >= self._limits.max_attempts:
             await self._undeliverable(delivery, now_ms)
-            await self._settle(member, None)
+            await self._settle([member], None)
             return
-        delay_ms = round(
-            min(RETRY_BASE_S * 2 ** (delivery.tries - 1), RETRY_CAP_S) * 1000
+        delay_s = min(
+            self._limits.base_delay_s * 2 ** (delivery.tries - 1),
+            self._limits.max_delay_s,
         )
-        await self._settle(member, (_encoder.encode(delivery), now_ms + delay_ms))
+        again = (_encoder.encode(delivery), now_ms + round(delay_s * 1000))
+        await self._settle([member], again)
 
-    async def _settle(self, member: bytes, again: tuple[bytes, int] | None) -> None:
-        """Remove a claimed delivery, putting back its next try if there is one."""
+    async def _settle(
+        self, members: list[bytes], again: tuple[bytes, int] | None
+    ) -> None:
+        """Remove claimed deliveries, putting back a next try if there is one."""
         while True:
             try:
                 async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.zrem(self._key, member)
+                    pipe.zrem(self._key, *members)
                     if again is not None:
                         pipe.zadd(self._key, {again[0]: again[1]})
                     await pipe.execute()
+                self._held.difference_update(members)
                 return
             except (RedisError, OSError) as exc:
                 await self._link.wait_out(exc, self._who)
@@ -224,6 +606,13 @@ class DeliveryLoop:
             await self._fallback.send(notice)
         except DeliveryError as exc:
             log.error("cannot record the undeliverable notification: %s", exc)
+
+
+def _recipient(notification: Notification) -> str:
+    user = notification.user
+    if notification.audience != USER or user is None:
+        return notification.audience
+    return f"{notification.audience}:{user.id}:{user.push}"
 
 
 def undeliverable_notice(delivery: Delivery, now_ms: int) -> Notification:

@@ -2,7 +2,8 @@
 
 JSON Lines, one notification a line, appended with one write each so a
 reader tailing the file never sees half a line. A file moved away by a log
-rotator is noticed at the next write and opened anew.
+rotator is noticed at the next write and opened anew; `AlertLog.reopen`
+(called on SIGHUP) closes both files so the next write opens them again.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class AlertLog:
         except OSError as exc:
             raise DeliveryError(f"cannot append to {target.path}: {exc}") from exc
 
-    async def aclose(self) -> None:
+    def reopen(self) -> None:
+        """Close both files; the next write opens them afresh (after a rotation)."""
         self._admin.close()
         self._user.close()
+
+    async def aclose(self) -> None:
+        self.reopen()

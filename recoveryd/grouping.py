@@ -1,0 +1,157 @@
+"""Grouping: a burst of the same failure becomes one report and a count.
+
+Failures of the same task, category and pattern whose errors are the same
+once ids, numbers, hex, UUIDs, addresses and quoted values are replaced by
+placeholders share a fingerprint. The first of them is sent at once and opens
+a window (`[notify] group_window`); the rest are counted in Redis and, at the
+window's end, summarised in one notification with the count and a few
+sample ids. While the failure keeps coming, windows follow one another and
+a summary goes out at most once per `[notify] repeat_every`; the first
+window that passes without one closes the group, with a last summary of
+anything not yet reported. This module holds the pure parts: the
+fingerprint and the decision at a window's end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import re2
+
+from recoveryd.notification import USER, Notification
+
+__all__ = [
+    "GroupState",
+    "Plan",
+    "fingerprint",
+    "normalise",
+    "plan",
+]
+
+# A summary carries at most this many sample ids: enough to look a few up.
+SAMPLE_IDS = 5
+
+# Top-level domains that make a dotted word a host name rather than a
+# module path such as ``json.decoder``.
+_TLDS = (
+    "com|net|org|io|dev|app|cloud|co|uk|de|fr|nl|eu|us|info|biz|local|"
+    "internal|lan|localdomain|svc|cluster|corp|home|test|example|invalid"
+)
+
+_HEX = "<hex>"
+
+# Order matters: whole shapes (quoted text, UUIDs, addresses) go before the
+# numbers inside them. RE2 keeps each pass linear in the text's length.
+_RULES: list[tuple[str, str]] = [
+    (r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"", "<str>"),
+    (r"[a-z][a-z0-9+.-]*://[^\s/'\"]+", "<url>"),
+    (r"\b[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\b", "<uuid>"),
+    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", "<email>"),
+    (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b", "<ip>"),
+    (r"\[?\b[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\]?(?::\d+)?", "<ip>"),
+    (rf"(?i)\b(?:[a-z0-9-]+\.)+(?:{_TLDS})\b(?::\d+)?", "<host>"),
+    # Hex ids and numbers share one placeholder: an id of hex digits may
+    # happen to hold no letter at all.
+    (r"\b0x[0-9a-fA-F]+\b", "<n>"),
+    (r"\b[0-9a-fA-F]*[0-9][0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b", _HEX),
+    (r"\b[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*[0-9][0-9a-fA-F]*\b", _HEX),
+    (r"\d+(?:\.\d+)?", "<n>"),
+    (r"\s+", " "),
+]
+_COMPILED = [(re2.compile(regex), placeholder) for regex, placeholder in _RULES]
+
+# Short words of digits and hex letters ("a1", "2fa", "v3") are names, not
+# ids; ids are longer than this.
+_HEX_MIN = 6
+
+
+def normalise(error: str) -> str:
+    """The error with what varies between occurrences replaced by placeholders."""
+    text = error
+    for pattern, placeholder in _COMPILED:
+        if placeholder == _HEX:
+            text = pattern.sub(_hex, text)
+        else:
+            text = pattern.sub(placeholder, text)
+    return text.strip()
+
+
+def _hex(match: re2._Match) -> str:
+    word: str = match.group(0)
+    return "<n>" if len(word) >= _HEX_MIN else word
+
+
+def fingerprint(notification: Notification) -> str:
+    """What makes two notifications one group: same audience and failure."""
+    analysis = notification.analysis
+    parts = [
+        notification.type,
+        notification.audience,
+        notification.task,
+        analysis.category,
+        analysis.pattern,
+        normalise(notification.error_message),
+    ]
+    if notification.audience == USER and notification.user is not None:
+        parts += [str(notification.user.id), notification.user.push or ""]
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """One group as Redis holds it (see the GROUP script)."""
+
+    template: bytes
+    channels: list[str]
+    window_end_ms: int
+    since_ms: int
+    last_ms: int
+    last_sent_ms: int
+    pending: int
+    seen: int
+    summaries: int
+    sample_ids: list[str]
+
+    @classmethod
+    def from_hash(cls, fields: dict[bytes, bytes]) -> GroupState:
+        def number(name: str) -> int:
+            return int(float(fields.get(name.encode(), b"0")))
+
+        samples = fields.get(b"samples", b"").decode()
+        return cls(
+            template=fields[b"template"],
+            channels=fields.get(b"channels", b"").decode().split(),
+            window_end_ms=number("window_end"),
+            since_ms=number("since"),
+            last_ms=number("last_at"),
+            last_sent_ms=number("last_sent"),
+            pending=number("pending"),
+            seen=number("seen"),
+            summaries=number("summaries"),
+            sample_ids=[s for s in samples.split("\n") if s],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with a group whose window has ended."""
+
+    summarise: bool
+    close: bool
+    next_end_ms: int
+
+
+def plan(state: GroupState, now_ms: int, window_ms: int, repeat_ms: int) -> Plan:
+    """At a window's end: summarise what is pending now, or keep counting?
+
+    The first window's followers are summarised at once; after that a
+    failure that keeps coming is summarised once per ``repeat_ms``. A window
+    with no new failure closes the group, reporting whatever is left.
+    """
+    quiet = state.seen == 0
+    first = state.summaries == 0
+    repeat_due = now_ms - state.last_sent_ms >= repeat_ms
+    summarise = state.pending > 0 and (first or quiet or repeat_due)
+    return Plan(summarise=summarise, close=quiet, next_end_ms=now_ms + window_ms)

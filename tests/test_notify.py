@@ -1,0 +1,327 @@
+"""Routing, grouping and the delivery loops, in process against a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from recoveryd.categories import BUILTIN_CATEGORIES, BUSINESS, CONFIG, DATA
+from recoveryd.connection import Link
+from recoveryd.keys import Keys
+from recoveryd.notification import ADMIN, DIGEST, SUMMARY, USER, Notification
+from recoveryd.notifiers import DeliveryError
+from recoveryd.notify import DeliveryLoop, GroupFlusher, Limits, enqueue, route
+from recoveryd.records import User
+from recoveryd.scripts import Scripts
+from recoveryd.wake import Alarm
+from tests.test_notifiers import notification
+
+ALL = ("alert_log", "email", "sms", "inbox", "push")
+WINDOW_MS = 60_000
+T0 = 1_700_000_000_000
+
+
+def test_data_failure_goes_to_the_admin_by_alert_log_and_email():
+    routes = route(BUILTIN_CATEGORIES[DATA], user=None, enabled=ALL)
+    assert routes == {ADMIN: ["alert_log", "email"]}
+
+
+def test_config_failure_goes_to_the_admin_by_alert_log_and_sms():
+    routes = route(BUILTIN_CATEGORIES[CONFIG], user=User(id="u"), enabled=ALL)
+    assert routes == {ADMIN: ["alert_log", "sms"]}
+
+
+def test_business_failure_goes_to_the_users_inbox_and_push():
+    user = User(id="u-1", push="u1_topic")
+    routes = route(BUILTIN_CATEGORIES[BUSINESS], user=user, enabled=ALL)
+    assert routes == {USER: ["alert_log", "inbox", "push"]}
+
+
+def test_business_failure_without_a_user_goes_to_the_admin():
+    routes = route(BUILTIN_CATEGORIES[BUSINESS], user=None, enabled=ALL)
+    assert routes == {ADMIN: ["alert_log", "email"]}
+
+
+def test_push_without_a_usable_topic_falls_back_to_the_admin():
+    user = User(id="u-1", push="https://elsewhere.test/x")
+    routes = route(BUILTIN_CATEGORIES[BUSINESS], user=user, enabled=ALL)
+    assert routes == {USER: ["alert_log", "inbox"], ADMIN: ["alert_log", "email"]}
+
+
+def test_dead_task_goes_to_the_admin():
+    user = User(id="u-1", push="t")
+    routes = route(BUILTIN_CATEGORIES[BUSINESS], user=user, enabled=ALL, dead=True)
+    assert routes == {ADMIN: ["alert_log", "email", "sms"]}
+
+
+def test_a_channel_that_is_off_is_left_out_but_the_alert_log_stays():
+    routes = route(BUILTIN_CATEGORIES[DATA], user=None, enabled=["alert_log"])
+    assert routes == {ADMIN: ["alert_log"]}
+
+
+@pytest.fixture
+async def client(redis_server) -> AsyncIterator[Redis]:
+    redis = Redis.from_url(redis_server.url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def scripts(client) -> Scripts:
+    loaded = Scripts(client)
+    await loaded.load(client)
+    return loaded
+
+
+async def submit(
+    client: Redis,
+    scripts: Scripts,
+    message: Notification,
+    now_ms: int,
+    channels: tuple[str, ...] = ("alert_log", "email"),
+) -> None:
+    async with client.pipeline(transaction=True) as pipe:
+        enqueue(
+            pipe,
+            Keys(),
+            message,
+            channels,
+            now_ms,
+            scripts=scripts,
+            window_ms=WINDOW_MS,
+        )
+        await pipe.execute()
+
+
+def outbox(r, channel: str) -> list[Notification]:
+    members = r.zrange(Keys().outbox(channel), 0, -1)
+    return [msgspec.json.decode(m)["notification"] for m in members]
+
+
+async def test_first_of_a_group_is_sent_and_the_rest_only_counted(client, scripts, r):
+    for i in range(10):
+        message = notification(task_id=f"t{i}", error=f"row {i}: bad sku")
+        await submit(client, scripts, message, T0 + i)
+
+    assert [n["task_id"] for n in outbox(r, "email")] == ["t0"]
+    assert len(outbox(r, "alert_log")) == 1
+    [group] = r.zrange(Keys().groups, 0, -1, withscores=True)
+    assert group[1] == T0 + WINDOW_MS
+    fields = r.hgetall(Keys().group(group[0].decode()))
+    assert fields[b"pending"] == b"9"
+    assert fields[b"samples"].decode().split("\n") == ["t1", "t2", "t3", "t4", "t5"]
+
+
+async def test_window_end_sends_one_summary_then_a_quiet_window_closes(
+    client, scripts, r
+):
+    for i in range(10):
+        await submit(client, scripts, notification(task_id=f"t{i}"), T0 + i)
+    flusher = GroupFlusher(
+        client, Keys(), Alarm("groups"), Link(), window_s=60, repeat_s=3600
+    )
+
+    _, next_ms = await flusher.flush_due(T0 + WINDOW_MS - 1)
+    assert next_ms == T0 + WINDOW_MS and len(outbox(r, "email")) == 1
+
+    await flusher.flush_due(T0 + WINDOW_MS)
+    summary = outbox(r, "email")[-1]
+    assert summary["type"] == SUMMARY
+    assert summary["count"] == 9
+    assert summary["sample_ids"] == ["t1", "t2", "t3", "t4", "t5"]
+    assert summary["title"] == "orders.import failed 9 more times: unrecoverable data"
+
+    await flusher.flush_due(T0 + 2 * WINDOW_MS)
+    assert r.zcard(Keys().groups) == 0
+    assert not r.keys("recoveryd:group:*")
+    assert len(outbox(r, "email")) == 2
+
+    await submit(client, scripts, notification(task_id="again"), T0 + 3 * WINDOW_MS)
+    assert outbox(r, "email")[-1]["task_id"] == "again"
+
+
+async def test_a_failure_that_keeps_coming_is_summarised_once_per_repeat(
+    client, scripts, r
+):
+    flusher = GroupFlusher(
+        client, Keys(), Alarm("groups"), Link(), window_s=60, repeat_s=300
+    )
+    now_ms = T0
+    for _ in range(12):  # twelve one-minute windows, each with failures
+        for i in range(3):
+            await submit(client, scripts, notification(task_id=f"t{i}"), now_ms + i)
+        now_ms += WINDOW_MS
+        await flusher.flush_due(now_ms)
+
+    counts = [n.get("count", 1) for n in outbox(r, "email")]
+    # The first at once, the first window's summary, then one per 5 minutes.
+    assert counts == [1, 2, 15, 15]
+    [group] = r.zrange(Keys().groups, 0, -1)
+    pending = int(r.hget(Keys().group(group.decode()), "pending"))
+    assert sum(counts) + pending == 36
+
+
+async def test_daemons_racing_on_one_group_send_it_once(redis_server, scripts, r):
+    clients = [Redis.from_url(redis_server.url) for _ in range(4)]
+
+    async def report(redis: Redis, n: int) -> None:
+        for i in range(25):
+            await submit(redis, scripts, notification(task_id=f"d{n}-{i}"), T0 + i)
+
+    async with anyio.create_task_group() as tg:
+        for n, redis in enumerate(clients):
+            tg.start_soon(report, redis, n)
+    for redis in clients:
+        await redis.aclose()
+
+    assert len(outbox(r, "email")) == 1
+    [group] = r.zrange(Keys().groups, 0, -1)
+    assert r.hget(Keys().group(group.decode()), "pending") == b"99"
+
+
+@dataclass
+class Recorder:
+    """A channel that keeps what it is sent, or fails, or never answers."""
+
+    name: str
+    fail: bool = False
+    stall: bool = False
+    sent: list[Notification] = field(default_factory=list)
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+    async def send(self, notification: Notification) -> None:
+        if self.stall:
+            await anyio.sleep_forever()
+        if self.fail:
+            raise DeliveryError(f"{self.name} is down")
+        self.sent.append(notification)
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    async def aclose(self) -> None:
+        return None
+
+    async def wait_for(self, count: int) -> None:
+        with anyio.fail_after(10):
+            while len(self.sent) < count:
+                await self.changed.wait()
+
+
+def loop_for(
+    client: Redis, scripts: Scripts, channel: Recorder, **limits: object
+) -> DeliveryLoop:
+    return DeliveryLoop(
+        client,
+        scripts,
+        Keys(),
+        channel,
+        Alarm(f"outbox:{channel.name}"),
+        Link(),
+        limits=Limits(**limits),  # type: ignore[arg-type]
+        fallback=None,
+    )
+
+
+async def put(client: Redis, channel: str, messages: list[Notification]) -> None:
+    async with client.pipeline(transaction=True) as pipe:
+        for message in messages:
+            enqueue(pipe, Keys(), message, [channel], 0)
+        await pipe.execute()
+
+
+async def drained(client: Redis, channel: str) -> None:
+    """Wait until the loop has settled everything it sent (a Redis condition)."""
+    with anyio.fail_after(10):
+        while await client.zcard(Keys().outbox(channel)):
+            await anyio.sleep(0.01)
+
+
+async def test_rate_limit_folds_the_overflow_into_one_digest(client, scripts, r):
+    email = Recorder("email")
+    await put(client, "email", [notification(task_id=f"t{i}") for i in range(10)])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop_for(client, scripts, email, max_per_hour=3).run)
+        await email.wait_for(3)
+        await drained(client, "email")
+        tg.cancel_scope.cancel()
+
+    singles = [n for n in email.sent if n.type != DIGEST]
+    [digest] = [n for n in email.sent if n.type == DIGEST]
+    assert len(singles) == 2
+    assert digest.count == 8
+    assert digest.title == "8 failures held back by the email rate limit"
+    assert r.zcard(Keys().outbox("email")) == 0
+    assert r.zcard(Keys().sent("email")) == 3
+
+
+async def test_with_the_limit_reached_deliveries_wait_for_a_free_place(
+    client, scripts, r
+):
+    email = Recorder("email")
+    await put(client, "email", [notification(task_id="first")])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop_for(client, scripts, email, max_per_hour=1).run)
+        await email.wait_for(1)
+        await drained(client, "email")
+        tg.cancel_scope.cancel()
+    await put(client, "email", [notification(task_id="second")])
+
+    keys = Keys()
+    reply = await scripts.claim(
+        keys=[keys.outbox("email"), keys.sent("email")],
+        args=[50, 120_000, 1, 3_600_000, 5000, "probe"],
+    )
+    now_ms, next_ms, room, *claimed = reply
+    assert room == 0 and not claimed
+    assert 3_599_000 < int(next_ms) - now_ms <= 3_600_000
+    assert [n.task_id for n in email.sent] == ["first"]
+    assert r.zcard(keys.outbox("email")) == 1
+
+
+async def test_failed_delivery_is_retried_then_recorded_as_undeliverable(
+    client, scripts, r
+):
+    sms = Recorder("sms", fail=True)
+    alert_log = Recorder("alert_log")
+    await put(client, "sms", [notification(task_id="t-sms")])
+    loop = DeliveryLoop(
+        client,
+        scripts,
+        Keys(),
+        sms,
+        Alarm("outbox:sms"),
+        Link(),
+        limits=Limits(max_attempts=3, base_delay_s=0.05, max_delay_s=0.1),
+        fallback=alert_log,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop.run)
+        await alert_log.wait_for(1)
+        await drained(client, "sms")
+        tg.cancel_scope.cancel()
+
+    [notice] = alert_log.sent
+    assert notice.type == "undeliverable"
+    assert "3 tries" in notice.description and "sms is down" in notice.description
+    assert r.zcard(Keys().outbox("sms")) == 0
+
+
+async def test_a_stalled_channel_delays_no_other(client, scripts):
+    email = Recorder("email", stall=True)
+    push = Recorder("push")
+    message = notification(audience=USER, user=User(id="u", push="t"))
+    await put(client, "email", [message])
+    await put(client, "push", [message])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop_for(client, scripts, email, timeout_s=30).run)
+        tg.start_soon(loop_for(client, scripts, push).run)
+        with anyio.fail_after(2):
+            await push.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert not email.sent
