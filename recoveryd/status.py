@@ -11,8 +11,13 @@ from typing import Any, cast
 import msgspec
 import redis
 
+from recoveryd.adaptive import Delay, current_delays
+from recoveryd.config import Config
 from recoveryd.consumers import is_dead
+from recoveryd.jobs import JOB_NAMES
 from recoveryd.keys import Keys
+from recoveryd.notification import iso_utc
+from recoveryd.pause import Pause, Silence, list_pauses, list_silences
 
 __all__ = ["Status", "read_status", "render_status"]
 
@@ -27,9 +32,49 @@ class Status(msgspec.Struct, kw_only=True):
     daemons: list[str]
     by_category: dict[str, int]
     counters: dict[str, int]
+    # Issue 4: base delays (configured and adapted), pauses, silences, jobs.
+    base_delays: dict[str, Delay] = {}
+    paused: list[Pause] = []
+    silences: list[Silence] = []
+    jobs: dict[str, dict[str, str]] = {}
 
 
-def read_status(client: redis.Redis, keys: Keys) -> Status:
+_JOB_FIELDS = ("last_run", "last_summary", "last_report", "runs", "owner")
+
+
+def read_status(
+    client: redis.Redis, keys: Keys, config: Config | None = None
+) -> Status:
+    """Everything `recoveryd status` shows; base delays need the ``config``."""
+    status = _read_counts(client, keys)
+    if config is not None:
+        raw = cast(dict[bytes, bytes], client.hgetall(keys.base_delays))
+        status.base_delays = current_delays(raw, config)
+    status.paused = list_pauses(client, keys)
+    status.silences = list_silences(client, keys)
+    status.jobs = _read_jobs(client, keys)
+    return status
+
+
+def _read_jobs(client: redis.Redis, keys: Keys) -> dict[str, dict[str, str]]:
+    pipe = client.pipeline(transaction=False)
+    for name in JOB_NAMES:
+        pipe.hmget(keys.job(name), list(_JOB_FIELDS))
+    jobs: dict[str, dict[str, str]] = {}
+    for name, reply in zip(JOB_NAMES, pipe.execute(), strict=True):
+        fields = {
+            field: value.decode()
+            for field, value in zip(_JOB_FIELDS, reply, strict=True)
+            if value is not None
+        }
+        if "last_run" in fields:
+            fields["last_run"] = iso_utc(int(fields["last_run"]))
+        if fields:
+            jobs[name] = fields
+    return jobs
+
+
+def _read_counts(client: redis.Redis, keys: Keys) -> Status:
     seconds, micros = cast(tuple[int, int], client.time())
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     beats = cast(dict[bytes, bytes], client.hgetall(keys.consumers))
@@ -91,4 +136,32 @@ def render_status(status: Status) -> str:
         lines.append("totals:")
         width = max(len(name) for name in status.counters)
         lines += [f"  {n:<{width}}  {c}" for n, c in status.counters.items()]
+    lines += _render_upkeep(status)
     return "\n".join(lines)
+
+
+def _render_upkeep(status: Status) -> list[str]:
+    lines: list[str] = []
+    if status.base_delays:
+        lines.append("base delays (configured -> current):")
+        width = max(len(name) for name in status.base_delays)
+        for name, delay in status.base_delays.items():
+            mark = "" if delay.current_s == delay.configured_s else "  (adapted)"
+            lines.append(
+                f"  {name:<{width}}  {delay.configured_s:g}s -> "
+                f"{delay.current_s:g}s{mark}"
+            )
+    lines.append(f"paused            {len(status.paused) or 'none'}")
+    for item in status.paused:
+        why = f"  ({item.reason})" if item.reason else ""
+        lines.append(
+            f"  {item.matcher}  since {iso_utc(item.since_ms)}, {item.held} held{why}"
+        )
+    lines.append(f"silences          {len(status.silences) or 'none'}")
+    for silence in status.silences:
+        why = f"  ({silence.reason})" if silence.reason else ""
+        lines.append(f"  {silence.matcher}  until {iso_utc(silence.until_ms)}{why}")
+    for name, job in status.jobs.items():
+        when = job.get("last_run", "never")
+        lines.append(f"last {name:<12} {when}  {job.get('last_summary', '')}")
+    return lines
