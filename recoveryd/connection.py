@@ -18,6 +18,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 from redis.retry import Retry
 
+from recoveryd.metrics import METRICS
+
 __all__ = ["Link", "connect", "redact_url"]
 
 log = logging.getLogger(__name__)
@@ -72,11 +74,13 @@ class Link:
             self._delay_s.pop(who, None)
             if not self._down:
                 log.info("redis is reachable again")
+                METRICS.redis_up.set(1)
 
     async def wait_out(self, exc: BaseException, who: str) -> None:
         """Note a failure of ``who`` and back off before its next try."""
         if not self._down:
             log.warning("redis is unreachable (%s: %s); retrying", who, _describe(exc))
+            METRICS.redis_up.set(0)
         self._down[who] = _describe(exc)
         delay = self._delay_s.get(who, BACKOFF_MIN_S)
         self._delay_s[who] = min(delay * 2, BACKOFF_MAX_S)

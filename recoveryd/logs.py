@@ -30,7 +30,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup(*, json_lines: bool = False, level: str | None = None) -> None:
-    """Send the package's logs to stderr at ``level`` ($RECOVERYD_LOG_LEVEL)."""
+    """Send the logs to stderr at ``level``; $RECOVERYD_LOG_LEVEL overrides it."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(_JsonFormatter())
@@ -42,4 +42,8 @@ def setup(*, json_lines: bool = False, level: str | None = None) -> None:
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("RECOVERYD_LOG_LEVEL", "INFO").upper())
+    # HTTP and SMTP client logs name URLs and hosts at INFO and dump
+    # headers at DEBUG, where provider tokens live: keep them quiet.
+    for noisy in ("httpx", "httpcore", "aiosmtplib", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root.setLevel((os.environ.get("RECOVERYD_LOG_LEVEL") or level or "info").upper())
