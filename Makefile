@@ -28,3 +28,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
+
+## bench: the benchmark suite beside arq and RQ (BENCH_ARGS=--tiny: CI's size)
+BENCH_DEPS := arq==0.28.0 rq==3.0.0 py-spy==0.4.3
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet $(BENCH_DEPS)
+	mkdir -p state
+	$(BIN)/python -m bench --json state/bench-results.json $(BENCH_ARGS)

@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--status-code", type=int)
     submit.add_argument("--retry-after", type=float, metavar="SECONDS")
     submit.add_argument("--attempt", type=int)
+    submit.add_argument(
+        "--ok", metavar="ID", help="report instead that task ID succeeded"
+    )
 
     classify = command(
         "classify", _classify, "classify an error text, or JSON Lines on stdin"
@@ -130,8 +133,25 @@ def _parser() -> argparse.ArgumentParser:
         "--dead", action="store_true", help="all dead tasks (with filters)"
     )
     retry.add_argument("--category", help="with --dead: only this category")
+    retry.add_argument(
+        "--task", help="with --dead: only tasks of this name (* matches any run)"
+    )
+    retry.add_argument(
+        "--since",
+        help='with --dead: only tasks dead since then: "2h" ago, or an RFC 3339 time',
+    )
+    retry.add_argument(
+        "--rate",
+        type=float,
+        help="with --dead: retries per second (default: [manual] rate; 0: no limit)",
+    )
+    _upkeep_commands(command)
 
     command("check-config", _check_config, "validate a config file")
+
+    inbox = command("inbox", _inbox, "show a user's in-app notifications, newest first")
+    inbox.add_argument("user_id", metavar="USER_ID")
+    inbox.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     return parser
 
 
@@ -143,15 +163,20 @@ def _config(args: argparse.Namespace) -> tuple[Config, str | None]:
 
 
 def _client(config: Config) -> tuple[redis.Redis, Keys]:
+    url = _url(config)
+    return redis.Redis.from_url(url, socket_connect_timeout=5), Keys(
+        config.redis.prefix
+    )
+
+
+def _url(config: Config) -> str:
     url = config.redis.url or embedded_url(config.state_dir)
     if url is None:
         raise UsageError(
             f"no [redis] url is configured and no embedded redis is running under "
             f"{config.state_dir}; start `recoveryd run` first"
         )
-    return redis.Redis.from_url(url, socket_connect_timeout=5), Keys(
-        config.redis.prefix
-    )
+    return url
 
 
 def _print_json(value: Any) -> None:
@@ -162,13 +187,17 @@ def _run(args: argparse.Namespace) -> int:
     from recoveryd.daemon import run_daemon
 
     config, path = _config(args)
-    logs.setup(json_lines=args.json)
+    logs.setup(
+        json_lines=args.json or config.log.format == "json", level=config.log.level
+    )
     run_daemon(config, path)
     return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
     config, _ = _config(args)
+    if args.ok is not None:
+        return _submit_ok(args, config)
     if args.task is None and args.error is None:
         raw = sys.stdin.buffer.read().strip()
     else:
@@ -256,7 +285,7 @@ def _status(args: argparse.Namespace) -> int:
 
     config, _ = _config(args)
     client, keys = _client(config)
-    status = read_status(client, keys)
+    status = read_status(client, keys, config)
     if args.json:
         _print_json(status)
     else:
@@ -272,8 +301,13 @@ def _retry(args: argparse.Namespace) -> int:
         raise UsageError("name a task id, or --dead for all dead tasks")
     if args.id is not None and args.dead:
         raise UsageError("give a task id or --dead, not both")
-    if args.category and not args.dead:
-        raise UsageError("--category goes with --dead")
+    filters = ("category", "task", "since", "rate")
+    used = [f"--{name}" for name in filters if getattr(args, name) is not None]
+    if used and not args.dead:
+        verb = "goes" if len(used) == 1 else "go"
+        raise UsageError(f"{' and '.join(used)} {verb} with --dead")
+    if args.rate is not None and args.rate < 0:
+        raise UsageError("--rate cannot be negative (0: no limit)")
     client, keys = _client(config)
     ttl_ms = round(config.retry.task_ttl_s * 1000)
     if args.id is not None:
@@ -283,7 +317,17 @@ def _retry(args: argparse.Namespace) -> int:
         else:
             print(f"{args.id}: {message}")
         return 0
-    count = retry_dead(client, keys, ttl_ms, category=args.category)
+    rate = config.manual.rate if args.rate is None else args.rate
+    count = retry_dead(
+        client,
+        keys,
+        ttl_ms,
+        category=args.category,
+        task=args.task,
+        since_ms=_since_ms(client, args.since),
+        rate=rate or None,
+        progress=None if args.json else _ProgressBar("requeue"),
+    )
     if args.json:
         _print_json({"requeued": count})
     else:
@@ -292,7 +336,12 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from recoveryd.notifiers.secrets import missing_secrets
+
     config, path = _config(args)
+    for problem in missing_secrets(config):
+        # A channel that is on but cannot log in fails every delivery.
+        raise ConfigError(problem.reason, key=problem.key)
     if args.json:
         _print_json({"ok": True, "path": path, "categories": sorted(config.categories)})
     else:
@@ -300,6 +349,216 @@ def _check_config(args: argparse.Namespace) -> int:
         print(
             f"ok: {where} ({len(config.categories)} categories, "
             f"{len(config.patterns)} operator patterns)"
+        )
+    return 0
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    from recoveryd.notifiers.inbox import read_inbox
+
+    config, _ = _config(args)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    client, keys = _client(config)
+    entries = read_inbox(client, keys, args.user_id, args.limit)
+    if args.json:
+        _print_json(entries)
+        return 0
+    if not entries:
+        print(f"the inbox of {args.user_id} is empty")
+    for entry in entries:
+        count = entry.get("count", 1)
+        times = f"  (×{count})" if count > 1 else ""
+        print(
+            f"{entry.get('created_at', '')}  {entry.get('severity', ''):<8} "
+            f"{entry.get('title', '')}{times}  [{entry.get('task_id', '')}]"
+        )
+    return 0
+
+
+# Issue 4: success reports, retry filters, scan, analyze, pause, resume,
+# silence. The work is done in recoveryd.manual, .jobs and .pause.
+
+
+def _upkeep_commands(command: Callable[..., Any]) -> None:
+    command("scan", _scan, "run the scan now: find unhandled failures, handle them")
+    command("analyze", _analyze, "run the failure analysis now")
+    pause = command("pause", _pause, "hold the retries of a category or a task")
+    pause.add_argument("matcher", metavar="MATCHER", help="category:NAME or task:NAME")
+    pause.add_argument("--reason", default="", help="shown by `status`")
+    resume = command("resume", _resume, "lift a pause; held retries go out paced")
+    resume.add_argument("matcher", metavar="MATCHER", help="category:NAME or task:NAME")
+    resume.add_argument(
+        "--rate", type=float, help="held retries per second (default: [manual] rate)"
+    )
+    silence = command("silence", _silence, "quiet the notifications a matcher names")
+    silence.add_argument(
+        "matcher",
+        metavar="MATCHER",
+        help="category:, task:, pattern: or type: and a name (* matches any run)",
+    )
+    silence.add_argument("--for", dest="duration", help='how long, e.g. "2h"')
+    silence.add_argument("--reason", default="", help="shown by `status`")
+    silence.add_argument("--off", action="store_true", help="lift the silence now")
+
+
+def _submit_ok(args: argparse.Namespace, config: Config) -> int:
+    if args.error is not None:
+        raise UsageError("--ok reports a success; it takes no --error")
+    if not args.ok.strip():
+        raise UsageError("--ok needs the task's id")
+    report: dict[str, Any] = {"id": args.ok, "ok": True}
+    if args.task is not None:
+        report["task"] = args.task
+    client, keys = _client(config)
+    client.lpush(keys.failures, msgspec.json.encode(report))
+    if args.json:
+        _print_json({"id": args.ok, "ok": True, "list": keys.failures})
+    else:
+        print(f"reported that {args.ok} succeeded, on {keys.failures}")
+    return 0
+
+
+def _since_ms(client: redis.Redis, since: str | None) -> int | None:
+    """Epoch ms from "2h" (that long ago) or an RFC 3339 time."""
+    from recoveryd.config import parse_duration
+    from recoveryd.pause import redis_now_ms
+    from recoveryd.records import parse_failed_at
+
+    if since is None:
+        return None
+    try:
+        return redis_now_ms(client) - round(parse_duration(since) * 1000)
+    except ValueError:
+        pass
+    try:
+        return round(parse_failed_at(since) * 1000)
+    except ValueError:
+        raise UsageError(
+            f'--since: expected a duration like "2h" or an RFC 3339 time, got {since!r}'
+        ) from None
+
+
+class _ProgressBar:
+    """A bar on stderr when it is a terminal; nothing otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.on = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.on or total == 0:
+            return
+        filled = self.WIDTH * done // total
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+
+def _scan(args: argparse.Namespace) -> int:
+    return _run_job(args, "scan")
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    return _run_job(args, "analyze")
+
+
+def _run_job(args: argparse.Namespace, name: str) -> int:
+    from recoveryd.jobs import JobBusy, run_once
+
+    config, _ = _config(args)
+    try:
+        result = run_once(_url(config), config, name)
+    except JobBusy as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        _print_json(result)
+    else:
+        print(result.summary)
+        print(f"report: {result.report}")
+    return 0
+
+
+def _matcher(text: str, config: Config, *, silence: bool = False) -> str:
+    from recoveryd.pause import PAUSE_KINDS, SILENCE_KINDS, PauseError, parse_matcher
+
+    kinds = SILENCE_KINDS if silence else PAUSE_KINDS
+    try:
+        return parse_matcher(text, kinds, config.categories)
+    except PauseError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _pause(args: argparse.Namespace) -> int:
+    from recoveryd.pause import pause
+
+    config, _ = _config(args)
+    matcher = _matcher(args.matcher, config)
+    client, keys = _client(config)
+    added = pause(client, keys, matcher, args.reason)
+    if args.json:
+        _print_json({"paused": matcher, "new": added})
+    elif added:
+        print(f"paused {matcher}: its due retries are held until it is resumed")
+    else:
+        print(f"{matcher} was paused already")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from recoveryd.pause import PauseError, resume
+
+    config, _ = _config(args)
+    matcher = _matcher(args.matcher, config)
+    rate = config.manual.rate if args.rate is None else args.rate
+    client, keys = _client(config)
+    try:
+        released = resume(client, keys, matcher, rate=rate)
+    except PauseError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        _print_json(released)
+        return 0
+    text = f"resumed {matcher}: {released.released} held retries released"
+    if released.released:
+        text += f" at {rate:g}/s, over {released.released / rate:.1f}s"
+    print(text)
+    return 0
+
+
+def _silence(args: argparse.Namespace) -> int:
+    from recoveryd.config import parse_duration
+    from recoveryd.notification import iso_utc
+    from recoveryd.pause import PauseError, silence, unsilence
+
+    config, _ = _config(args)
+    matcher = _matcher(args.matcher, config, silence=True)
+    if args.off == (args.duration is not None):
+        raise UsageError("give --for DURATION (e.g. --for 2h), or --off")
+    client, keys = _client(config)
+    if args.off:
+        lifted = unsilence(client, keys, matcher)
+        print(f"{matcher}: " + ("silence lifted" if lifted else "was not silenced"))
+        return 0
+    try:
+        item = silence(
+            client,
+            keys,
+            matcher,
+            for_s=parse_duration(args.duration),
+            reason=args.reason,
+        )
+    except (ValueError, PauseError) as exc:
+        raise UsageError(f"--for: {exc}") from None
+    if args.json:
+        _print_json(item)
+    else:
+        print(
+            f"silenced {matcher} until {iso_utc(item.until_ms)}: matching "
+            "notifications go to the alert log only"
         )
     return 0
 

@@ -136,7 +136,10 @@ class EmailSettings(_Section, kw_only=True):
     password_env: str | None = None
     password_file: str | None = None
     sender: str = "recoveryd@localhost"
+    # A PEM bundle to trust instead of the system's (a private CA, a test).
+    ca_file: str | None = None
     timeout_s: float = 30.0
+    max_per_hour: int = 60
 
 
 class SmsSettings(_Section, kw_only=True):
@@ -147,6 +150,7 @@ class SmsSettings(_Section, kw_only=True):
     token_file: str | None = None
     sender: str | None = None
     timeout_s: float = 15.0
+    max_per_hour: int = 10
 
 
 class PushSettings(_Section, kw_only=True):
@@ -155,25 +159,65 @@ class PushSettings(_Section, kw_only=True):
     token_env: str | None = None
     token_file: str | None = None
     timeout_s: float = 15.0
+    max_per_hour: int = 120
+
+
+class InboxSettings(_Section, kw_only=True):
+    enabled: bool = True
+    max_items: int = 100
+    max_age_s: float = 30 * 86400.0
 
 
 class NotifySettings(_Section, kw_only=True):
     group_window_s: float = 300.0
+    repeat_every_s: float = 3600.0
+    max_attempts: int = 10
+    base_delay_s: float = 5.0
+    max_delay_s: float = 3600.0
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
     email: EmailSettings | None = None
     sms: SmsSettings | None = None
     push: PushSettings | None = None
-    max_attempts: int = 10
+    inbox: InboxSettings = msgspec.field(default_factory=InboxSettings)
 
 
 class ScheduleSettings(_Section, kw_only=True):
     scan_every_s: float = 1800.0
     scan_window_s: float = 86400.0
     analyze_every_s: float = 6 * 3600.0
+    analyze_window_s: float = 86400.0
+    # A re-dispatched task that does not fail again within this counts as
+    # recovered (unless its application reports otherwise).
+    recovery_window_s: float = 3600.0
+
+
+class AdaptiveSettings(_Section, kw_only=True):
+    """Adaptive backoff: the base delay per category follows its success rate."""
+
+    enabled: bool = True
+    every_s: float = 3600.0
+    min_samples: int = 20
+    low_rate: float = 0.6
+    high_rate: float = 0.9
+    low_factor: float = 1.5
+    high_factor: float = 0.8
+    # Bounds, as multiples of the category's configured base_delay.
+    min_scale: float = 0.25
+    max_scale: float = 8.0
+
+
+class ManualSettings(_Section, kw_only=True):
+    # Retries per second for `retry --dead` and for releasing held retries.
+    rate: float = 100.0
 
 
 class MetricsSettings(_Section, kw_only=True):
     listen: str | None = None
+
+
+class LogSettings(_Section, kw_only=True):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class Config(_Section, kw_only=True):
@@ -191,7 +235,10 @@ class Config(_Section, kw_only=True):
     patterns: list[PatternSettings] = []
     notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
     schedule: ScheduleSettings = msgspec.field(default_factory=ScheduleSettings)
+    adaptive: AdaptiveSettings = msgspec.field(default_factory=AdaptiveSettings)
+    manual: ManualSettings = msgspec.field(default_factory=ManualSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
     source: str | None = None
 
     @property
@@ -207,12 +254,22 @@ _DURATION_KEYS = {
     "task_ttl": "task_ttl_s",
     "max_age": "max_age_s",
     "group_window": "group_window_s",
+    "repeat_every": "repeat_every_s",
     "scan_every": "scan_every_s",
     "scan_window": "scan_window_s",
     "analyze_every": "analyze_every_s",
+    "analyze_window": "analyze_window_s",
+    "recovery_window": "recovery_window_s",
+    "every": "every_s",
     "timeout": "timeout_s",
 }
 _SIZE_KEYS = {"max_record_size"}
+
+
+def file_key(field_path: str) -> str:
+    """A dotted field path as the file spells it (``base_delay_s`` → ``base_delay``)."""
+    names = {field: key for key, field in _DURATION_KEYS.items()}
+    return ".".join(names.get(part, part) for part in field_path.split("."))
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -254,7 +311,12 @@ def parse_config(text: str, *, source: str | None = None) -> Config:
         base = categories.get(name)
         merged = msgspec.structs.asdict(base) if base else {}
         merged.update(table)
-        categories[name] = _convert(merged, CategorySettings, key, locate)
+        category = _convert(merged, CategorySettings, key, locate)
+        if "max_delay_s" not in table and category.max_delay_s < category.base_delay_s:
+            # A longer base_delay with no max_delay given lifts the cap with
+            # it, rather than failing on a cap the operator never wrote.
+            category.max_delay_s = category.base_delay_s
+        categories[name] = category
 
     config = _convert(data, Config, "", locate)
     config.categories = categories
@@ -386,6 +448,17 @@ def _check(config: Config, locate: _KeyLocator) -> None:
         fail("intake.max_record_size", "must be at least 64 bytes")
     if config.retry.dispatch_batch < 1:
         fail("retry.dispatch_batch", "must be at least 1")
+    for key, message in _upkeep_problems(config):
+        fail(key, message)
+    for key, message in _notify_problems(config.notify):
+        fail(key, message)
+    if config.metrics.listen is not None:
+        from recoveryd.metrics import parse_listen
+
+        try:
+            parse_listen(config.metrics.listen)
+        except ValueError as exc:
+            fail("metrics.listen", str(exc))
 
     # Operator regexes are compiled here so that a pattern the engine cannot
     # run stops the config at load time, not the daemon at the first record.
@@ -396,6 +469,94 @@ def _check(config: Config, locate: _KeyLocator) -> None:
             compile_pattern(pattern.regex)
         except PatternError as exc:
             fail(f"patterns[{i}].regex", str(exc))
+
+
+def _notify_problems(notify: NotifySettings) -> list[tuple[str, str]]:
+    """Notify settings that cannot work together; secrets are checked at use."""
+    problems: list[tuple[str, str]] = []
+    if notify.max_attempts < 1:
+        problems.append(("notify.max_attempts", "must be at least 1"))
+    if notify.max_delay_s < notify.base_delay_s:
+        problems.append(("notify.max_delay", "is shorter than base_delay"))
+    if notify.inbox.max_items < 1:
+        problems.append(("notify.inbox.max_items", "must be at least 1"))
+    channels: dict[str, EmailSettings | SmsSettings | PushSettings | None] = {
+        "email": notify.email,
+        "sms": notify.sms,
+        "push": notify.push,
+    }
+    for name, settings in channels.items():
+        if settings is None:
+            continue
+        key = f"notify.{name}"
+        if settings.max_per_hour < 0:
+            problems.append((f"{key}.max_per_hour", "cannot be negative (0: no cap)"))
+        secret = "password" if name == "email" else "token"
+        if getattr(settings, f"{secret}_env") and getattr(settings, f"{secret}_file"):
+            problems.append(
+                (
+                    f"{key}.{secret}_file",
+                    f"give {secret}_env or {secret}_file, not both",
+                )
+            )
+        url = getattr(settings, "url", "")
+        if url and not re.match(r"^https?://[^/\s]+", url):
+            problems.append((f"{key}.url", f"expected an http(s) URL, got {url!r}"))
+    email, sms = notify.email, notify.sms
+    if (
+        email is not None
+        and email.username
+        and not (email.password_env or email.password_file)
+    ):
+        problems.append(
+            ("notify.email.password_env", "username is set but no password source")
+        )
+    if email is not None and not notify.admin.email:
+        problems.append(("notify.admin.email", "[notify.email] is on but lists no one"))
+    if sms is not None and not notify.admin.phone:
+        problems.append(("notify.admin.phone", "[notify.sms] is on but lists no one"))
+    if sms is not None and sms.provider == "twilio":
+        if not sms.account:
+            problems.append(("notify.sms.account", "twilio needs the account SID"))
+        if not (sms.token_env or sms.token_file):
+            problems.append(("notify.sms.token_env", "twilio needs an auth token"))
+        if not sms.sender:
+            problems.append(("notify.sms.sender", "twilio needs a sender number"))
+    return problems
+
+
+def _upkeep_problems(config: Config) -> list[tuple[str, str]]:
+    """Scan, analysis, adaptive backoff and manual settings out of range."""
+    problems: list[tuple[str, str]] = []
+    schedule, adaptive = config.schedule, config.adaptive
+    day_s = 86400.0
+    for name in ("scan_every", "analyze_every", "recovery_window"):
+        if getattr(schedule, f"{name}_s") < 1.0:
+            problems.append((f"schedule.{name}", "must be at least 1s"))
+    # History keeps 49 hours: a window and the one before it must fit.
+    if not 60.0 <= schedule.scan_window_s <= 2 * day_s:
+        problems.append(("schedule.scan_window", "must be from 1m to 48h"))
+    if not 60.0 <= schedule.analyze_window_s <= day_s:
+        problems.append(("schedule.analyze_window", "must be from 1m to 24h"))
+    if adaptive.every_s < 1.0:
+        problems.append(("adaptive.every", "must be at least 1s"))
+    if adaptive.min_samples < 1:
+        problems.append(("adaptive.min_samples", "must be at least 1"))
+    if not 0.0 <= adaptive.low_rate <= adaptive.high_rate <= 1.0:
+        problems.append(
+            ("adaptive.high_rate", "expected 0 <= low_rate <= high_rate <= 1")
+        )
+    if adaptive.low_factor < 1.0:
+        problems.append(("adaptive.low_factor", "must be at least 1 (slower)"))
+    if not 0.0 < adaptive.high_factor <= 1.0:
+        problems.append(("adaptive.high_factor", "must be above 0, at most 1"))
+    if not 0.0 < adaptive.min_scale <= 1.0:
+        problems.append(("adaptive.min_scale", "must be above 0, at most 1"))
+    if adaptive.max_scale < 1.0:
+        problems.append(("adaptive.max_scale", "must be at least 1"))
+    if config.manual.rate <= 0:
+        problems.append(("manual.rate", "must be above 0 (retries per second)"))
+    return problems
 
 
 class _KeyLocator:

@@ -12,26 +12,31 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-from anyio.abc import TaskGroup
+import msgspec
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskGroup, TaskStatus
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from recoveryd.config import Config, ConfigError, load_config
+from recoveryd.config import Config, ConfigError, file_key, load_config
 from recoveryd.connection import Link, connect, redact_url
 from recoveryd.consumers import Consumers, new_consumer_id
 from recoveryd.dispatch import DispatchLoop
 from recoveryd.embedded import EmbeddedRedis
 from recoveryd.housekeeping import Housekeeping
 from recoveryd.intake import Intake
+from recoveryd.jobs import Context, JobRunner, upkeep_jobs
+from recoveryd.metrics import METRICS
 from recoveryd.notifiers import Channel
-from recoveryd.notifiers.alert_log import AlertLog
-from recoveryd.notify import DeliveryLoop
+from recoveryd.notify import DeliveryLoop, GroupFlusher, limits_for, open_channels
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
+from recoveryd.systemd import SystemdNotifier
 from recoveryd.wake import Wakeup
 
 __all__ = ["Daemon", "run_daemon"]
@@ -39,6 +44,8 @@ __all__ = ["Daemon", "run_daemon"]
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
+RESTART_MIN_S = 0.5
+RESTART_MAX_S = 30.0
 
 
 @dataclass
@@ -83,16 +90,23 @@ class Daemon:
         )
         self._intake_scope = anyio.CancelScope()
         self._intake_stopped = anyio.Event()
+        self.systemd = SystemdNotifier()
+        self._channels_scope = anyio.CancelScope()
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT; returns once everything has stopped."""
-        await self._connect()
-        self._open_channels()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_signals, tg)
+                # Signals first: a SIGHUP or SIGTERM that arrives while Redis
+                # is still awaited is handled, not fatal by default action.
+                await tg.start(self._watch_signals, tg)
+                await self._connect()
+                self._open_channels()
+                self._serve_metrics()
                 self._start_loops(tg)
+                tg.start_soon(self.systemd.run, self.status_line, name="systemd")
                 self.ready.set()
+                self.systemd.notify("READY=1", f"STATUS={self.status_line()}")
                 log.info(
                     "recoveryd is running as %s; applications LPUSH failure records "
                     "onto %s at %s",
@@ -114,16 +128,56 @@ class Daemon:
             except (RedisError, OSError) as exc:
                 await self.link.wait_out(exc, "startup")
 
+    def status_line(self) -> str:
+        """One line for `systemctl status`: what has been done, and Redis's state."""
+        problems = self.link.problems
+        redis_state = "redis up"
+        if problems:
+            who, why = next(iter(problems.items()))
+            redis_state = f"REDIS UNREACHABLE ({who}: {why})"
+        return (
+            f"{self.intake.processed} records taken, "
+            f"{self.dispatcher.dispatched} retries dispatched; {redis_state}"
+        )
+
+    def _serve_metrics(self) -> None:
+        listen = self.runtime.config.metrics.listen
+        if listen is None:
+            return
+        try:
+            METRICS.serve(listen, self.url, self.runtime.keys)
+        except OSError as exc:
+            log.error("metrics are off: cannot listen on %s: %s", listen, exc)
+
     def _open_channels(self) -> None:
-        alert_log = AlertLog(self.runtime.config.state_dir)
-        self.channels = {alert_log.name: alert_log}
+        runtime = self.runtime
+        self.channels = open_channels(runtime.config, self.redis, runtime.keys)
 
     def _start_loops(self, tg: TaskGroup) -> None:
-        tg.start_soon(self.wakeup.run, name="wake")
-        tg.start_soon(self.consumers.run, name="heartbeat")
-        tg.start_soon(self.dispatcher.run, name="dispatch")
-        tg.start_soon(self.housekeeping.run, name="housekeeping")
+        supervise(tg, "wake", self.wakeup.run)
+        supervise(tg, "heartbeat", self.consumers.run)
+        supervise(tg, "dispatch", self.dispatcher.run)
+        supervise(tg, "housekeeping", self.housekeeping.run)
+        supervise(tg, "jobs", self._job_runner().run)
         tg.start_soon(self._run_intake, name="intake")
+        tg.start_soon(self._run_channels, name="channels")
+
+    async def _run_channels(self) -> None:
+        """The delivery loops; rebuilt whole when a reload changes ``[notify]``."""
+        while True:
+            self._channels_scope = anyio.CancelScope()
+            with self._channels_scope:
+                async with anyio.create_task_group() as tg:
+                    self._start_channel_loops(tg)
+            # Only a reload cancels this scope; a stop cancels from outside
+            # and never gets here.
+            with anyio.CancelScope(shield=True):
+                for channel in self.channels.values():
+                    await channel.aclose()
+            self._open_channels()
+            log.info("channels now: %s", ", ".join(sorted(self.channels)))
+
+    def _start_channel_loops(self, tg: TaskGroup) -> None:
         alert_log = self.channels["alert_log"]
         settings = self.runtime.config.notify
         for channel in self.channels.values():
@@ -134,23 +188,52 @@ class Daemon:
                 channel,
                 self.wakeup.alarm(f"outbox:{channel.name}"),
                 self.link,
-                max_attempts=settings.max_attempts,
-                timeout_s=30.0,
+                limits=limits_for(settings, channel.name),
                 fallback=alert_log,
             )
-            tg.start_soon(loop.run, name=f"deliver:{channel.name}")
+            supervise(tg, f"deliver:{channel.name}", loop.run)
+        flusher = GroupFlusher(
+            self.redis,
+            self.runtime.keys,
+            self.wakeup.alarm("groups"),
+            self.link,
+            window_s=settings.group_window_s,
+            repeat_s=settings.repeat_every_s,
+        )
+        supervise(tg, "groups", flusher.run)
+
+    def _job_runner(self) -> JobRunner:
+        """Scan, analysis, adaptive backoff: once per period across daemons."""
+        context = Context(
+            self.redis,
+            self.scripts,
+            lambda: self.runtime,
+            self.consumer,
+            lambda: set(self.channels),
+        )
+        return JobRunner(
+            self.redis,
+            self.scripts,
+            lambda: self.runtime,
+            self.consumer,
+            upkeep_jobs(context),
+            link=self.link,
+        )
 
     async def _run_intake(self) -> None:
         try:
             with self._intake_scope:
-                await self.intake.run()
+                await restarting("intake", self.intake.run)
         finally:
             self._intake_stopped.set()
 
-    async def _watch_signals(self, tg: TaskGroup) -> None:
+    async def _watch_signals(
+        self, tg: TaskGroup, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(
             signal.SIGTERM, signal.SIGINT, signal.SIGHUP
         ) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self.reload()
@@ -162,9 +245,9 @@ class Daemon:
     async def stop(self, tg: TaskGroup) -> None:
         """Stop intake (letting a batch in commit finish), then everything else."""
         self._intake_scope.cancel()
-        with anyio.move_on_after(STOP_GRACE_S) as grace:
+        with anyio.move_on_after(STOP_GRACE_S if self.ready.is_set() else 0) as grace:
             await self._intake_stopped.wait()
-        if grace.cancelled_caught:
+        if grace.cancelled_caught and self.ready.is_set():
             log.warning("intake did not finish its batch within %gs", STOP_GRACE_S)
         tg.cancel_scope.cancel()
 
@@ -173,14 +256,38 @@ class Daemon:
         if self.config_path is None:
             log.info("SIGHUP: no config file to reload")
             return
+        self.systemd.notify("RELOADING=1")
         try:
             config = load_config(self.config_path)
             runtime = Runtime.from_config(config)
         except ConfigError as exc:
             log.error("config not reloaded, keeping the running one: %s", exc)
             return
+        finally:
+            self.systemd.notify("READY=1")
+        if config.redis != self.runtime.config.redis:
+            log.warning("[redis] changes take effect at the next start; kept the old")
+            config.redis = self.runtime.config.redis
+            runtime = Runtime.from_config(config)
+        changed = changed_keys(self.runtime.config, config)
+        channels_changed = (
+            config.notify != self.runtime.config.notify
+            or config.state_dir != self.runtime.config.state_dir
+        )
         self.runtime = runtime
-        log.info("config reloaded from %s", self.config_path)
+        if channels_changed:
+            self._channels_scope.cancel()
+        else:
+            # A log rotator sends SIGHUP after moving the alert logs away.
+            for channel in self.channels.values():
+                reopen = getattr(channel, "reopen", None)
+                if reopen is not None:
+                    reopen()
+        log.info(
+            "config reloaded from %s; changed: %s",
+            self.config_path,
+            ", ".join(changed) if changed else "nothing",
+        )
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(STOP_GRACE_S):
@@ -197,7 +304,58 @@ class Daemon:
             for channel in self.channels.values():
                 await channel.aclose()
             await self.redis.aclose()
+        self.systemd.notify("STOPPING=1")
+        self.systemd.close()
         log.info("recoveryd stopped")
+
+
+def supervise(tg: TaskGroup, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Start a long-lived loop in ``tg`` that survives its own bugs."""
+    tg.start_soon(restarting, name, loop, name=name)
+
+
+async def restarting(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run ``loop``; if it fails, log the bug, back off and run it again."""
+    delay_s = RESTART_MIN_S
+    while True:
+        started = anyio.current_time()
+        try:
+            await loop()
+            return
+        except Exception:
+            log.exception("the %s loop failed; restarting it in %gs", name, delay_s)
+        await anyio.sleep(delay_s)
+        if anyio.current_time() - started > RESTART_MAX_S:
+            delay_s = RESTART_MIN_S
+        else:
+            delay_s = min(delay_s * 2, RESTART_MAX_S)
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """What a reload changed, as config keys (never their values)."""
+    changed: list[str] = []
+    for name in sorted(old.categories.keys() | new.categories.keys()):
+        if name not in new.categories:
+            changed.append(f"categories.{name} (removed)")
+        elif name not in old.categories:
+            changed.append(f"categories.{name} (added)")
+    whole = {c.partition(" ")[0] for c in changed}
+    before = _flatten(msgspec.to_builtins(old))
+    after = _flatten(msgspec.to_builtins(new))
+    for key in sorted(before.keys() | after.keys()):
+        section = ".".join(key.split(".")[:2])
+        if before.get(key) != after.get(key) and section not in whole:
+            changed.append(file_key(key))
+    return changed
+
+
+def _flatten(value: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, object] = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else key))
+    return flat
 
 
 def resolve_redis(config: Config) -> tuple[str, EmbeddedRedis | None]:

@@ -4,6 +4,9 @@ One script pops a batch of due entries and pushes each task's payload onto
 its queue, atomically, so two daemons on one Redis never dispatch the same
 entry twice. Between batches the loop sleeps until the next due time, on a
 timer in this process, and is woken when an earlier entry is scheduled.
+Due entries of a paused task or category are held, not sent, and every task
+sent is watched until it is judged recovered (see `recoveryd.pause` and
+`recoveryd.history`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from recoveryd.connection import Link
+from recoveryd.history import KEEP_MS
 from recoveryd.keys import Keys
+from recoveryd.metrics import METRICS
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
 
@@ -27,7 +32,7 @@ log = logging.getLogger(__name__)
 class DispatchResult:
     """One script call: how many went out, and when the next one is due."""
 
-    __slots__ = ("dispatched", "next_due_ms", "now_ms", "popped")
+    __slots__ = ("dispatched", "lateness_ms", "next_due_ms", "now_ms", "popped")
 
     def __init__(self, reply: list[bytes | int]) -> None:
         self.dispatched = int(reply[0])
@@ -35,6 +40,7 @@ class DispatchResult:
         self.now_ms = int(reply[2])
         head = float(reply[3])
         self.next_due_ms = math.inf if head < 0 else head
+        self.lateness_ms = [int(ms) for ms in reply[4:]]
 
 
 class DispatchLoop:
@@ -73,12 +79,19 @@ class DispatchLoop:
     async def dispatch_due(self) -> DispatchResult:
         """Dispatch up to one batch of due entries."""
         reply = await self._scripts.dispatch(
-            keys=[self.keys.retry, self.keys.stats],
-            args=[self.batch, self.keys.task_prefix],
+            keys=[self.keys.retry, self.keys.stats, self.keys.paused, self.keys.watch],
+            args=[
+                self.batch,
+                self.keys.task_prefix,
+                self.keys.history_prefix,
+                KEEP_MS,
+                self.keys.held_prefix,
+            ],
         )
         result = DispatchResult(reply)
         if result.dispatched:
             self.dispatched += result.dispatched
+            METRICS.count_dispatch(result.dispatched, result.lateness_ms)
             log.debug("dispatched %d due retries", result.dispatched)
         if result.popped > result.dispatched:
             log.warning(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,15 +24,19 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
-from recoveryd import notify
-from recoveryd.categories import CategorySettings
+from recoveryd import adaptive, notify
+from recoveryd import history as minutes
+from recoveryd.categories import NETWORK, CategorySettings
 from recoveryd.classify import Classification
 from recoveryd.connection import Link
+from recoveryd.metrics import METRICS
 from recoveryd.notification import for_dead_task, for_unrecoverable, iso_utc
+from recoveryd.pause import Silences
 from recoveryd.records import (
     FailureRecord,
     InvalidRecord,
-    decode_record,
+    SuccessReport,
+    decode_report,
     parse_failed_at,
     payload_text,
 )
@@ -61,6 +65,9 @@ class Outcome:
     DEAD = "dead"
     NOTIFIED = "notified"
     INVALID = "invalid"
+    # After a success report (or the recovery window, see `adaptive.settle`).
+    RECOVERED = "recovered"
+    SUCCEEDED = "succeeded"
 
 
 @dataclass(slots=True)
@@ -69,14 +76,21 @@ class _Known:
 
     attempt: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    state: str | None = None
+    category: str | None = None
 
 
 @dataclass(slots=True)
 class _Batch:
     now_ms: int
     tally: Counter[str] = field(default_factory=Counter)
+    history: Counter[str] = field(default_factory=Counter)
+    ids: list[str] = field(default_factory=list)
     first_due_ms: int | None = None
     outbox_due: bool = False
+    # Read once per batch: adapted base delays, and silences in force.
+    base_delays: dict[str, float] = field(default_factory=dict)
+    silences: Silences = field(default_factory=lambda: Silences(()))
 
 
 class Intake:
@@ -99,7 +113,6 @@ class Intake:
         self._link = link
         self._retry_alarm = retry_alarm
         self._enabled = enabled_channels
-        self._resume = True
         self.processed = 0
 
     async def run(self) -> None:
@@ -109,15 +122,15 @@ class Intake:
                 await self.step()
                 self._link.ok("intake")
             except (RedisError, OSError) as exc:
-                self._resume = True
                 await self._link.wait_out(exc, "intake")
 
     async def step(self, block_s: float = BLOCK_S) -> int:
         """Take one batch, waiting up to ``block_s`` for the first record."""
-        runtime = self._runtime()
-        now_ms, raws = await self._take(runtime, block_s)
+        now_ms, raws = await self._take(self._runtime(), block_s)
         if not raws:
             return 0
+        # Read again: a reload while blocked applies to this batch already.
+        runtime = self._runtime()
         with anyio.CancelScope(shield=True):
             # Once records are in flight, their batch is committed even if
             # the daemon is stopping: the commit is what makes stop lossless.
@@ -126,44 +139,35 @@ class Intake:
         return len(raws)
 
     async def _take(self, runtime: Runtime, block_s: float) -> tuple[int, list[bytes]]:
+        """The batch: this daemon's whole in-flight list, topped up first.
+
+        Taking the whole list, not just what this call moved, means records
+        left in flight by an error, or moved by a call whose reply was lost
+        on a broken connection, are handled with the next batch.
+        """
         keys = runtime.keys
-        inflight = keys.inflight(self._consumer)
+        lists = [keys.failures, keys.inflight(self._consumer)]
         batch = runtime.config.intake.batch
-        if self._resume:
-            # After an error mid-batch the records are still in flight: take
-            # them again before anything new.
-            self._resume = False
-            pending = self._redis.lrange(inflight, 0, -1)
-            leftover = await cast(Awaitable[list[bytes]], pending)
-            if leftover:
-                reply = await self._scripts.take(
-                    keys=[keys.failures, inflight], args=[0]
-                )
-                return int(reply[0]), leftover
-        reply = await self._scripts.take(keys=[keys.failures, inflight], args=[batch])
+        reply = await self._scripts.take(keys=lists, args=[batch])
         if len(reply) > 1 or block_s <= 0:
             return int(reply[0]), reply[1:]
 
         # redis-py types the timeout as int; Redis 6 and later take fractions.
         timeout = cast(int, block_s)
-        first = await self._redis.blmove(
-            keys.failures, inflight, timeout, "RIGHT", "LEFT"
-        )
+        first = await self._redis.blmove(lists[0], lists[1], timeout, "RIGHT", "LEFT")
         if first is None:
             return int(reply[0]), []
-        reply = await self._scripts.take(
-            keys=[keys.failures, inflight], args=[batch - 1]
-        )
-        return int(reply[0]), [first, *reply[1:]]
+        reply = await self._scripts.take(keys=lists, args=[batch - 1])
+        return int(reply[0]), reply[1:]
 
     async def _commit(self, runtime: Runtime, now_ms: int, raws: list[bytes]) -> None:
         limit = runtime.config.intake.max_record_size
-        items = [decode_record(raw, limit) for raw in raws]
-        records = [item for item in items if isinstance(item, FailureRecord)]
-        known = await self._recall(runtime, records)
+        items = [decode_report(raw, limit) for raw in raws]
+        records = [item for item in items if not isinstance(item, InvalidRecord)]
+        batch = _Batch(now_ms=now_ms)
+        known = await self._recall(runtime, records, batch)
         inflight = runtime.keys.inflight(self._consumer)
 
-        batch = _Batch(now_ms=now_ms)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(inflight)
@@ -171,6 +175,8 @@ class Intake:
                 for raw, item in zip(raws, items, strict=True):
                     if isinstance(item, InvalidRecord):
                         self._park(pipe, runtime, raw, item, batch)
+                    elif isinstance(item, SuccessReport):
+                        self._succeeded(pipe, runtime, item, known, batch)
                     else:
                         self._handle(pipe, runtime, raw, item, known, batch)
                 self._finish(pipe, runtime, inflight, batch)
@@ -184,22 +190,41 @@ class Intake:
             return
         if batch.first_due_ms is not None:
             self._retry_alarm.poke(batch.first_due_ms)
+        METRICS.count_batch(batch.tally)
         _log_batch(batch)
 
     async def _recall(
-        self, runtime: Runtime, records: list[FailureRecord]
+        self,
+        runtime: Runtime,
+        records: list[FailureRecord | SuccessReport],
+        batch: _Batch,
     ) -> dict[str, _Known]:
         ids = list(dict.fromkeys(record.task_id for record in records))
         if not ids:
             return {}
+        keys = runtime.keys
         async with self._redis.pipeline(transaction=False) as pipe:
             for task_id in ids:
-                pipe.hmget(runtime.keys.task(task_id), ["attempt", "history"])
-            replies = await pipe.execute()
+                pipe.hmget(
+                    keys.task(task_id),
+                    ["attempt", "history", "state", "category"],
+                )
+            pipe.hgetall(keys.base_delays)
+            pipe.hgetall(keys.silences)
+            *replies, delays, silences = await pipe.execute()
+        batch.base_delays = adaptive.effective_delays(delays, runtime.config)
+        batch.silences = Silences.from_hash(silences, batch.now_ms)
         known: dict[str, _Known] = {}
-        for task_id, (attempt, history) in zip(ids, replies, strict=True):
+        for task_id, (attempt, history, state, category) in zip(
+            ids, replies, strict=True
+        ):
             if attempt is not None:
-                known[task_id] = _Known(int(attempt), _load_history(history))
+                known[task_id] = _Known(
+                    int(attempt),
+                    _load_history(history),
+                    state.decode() if state else None,
+                    category.decode() if category else None,
+                )
         return known
 
     def _handle(
@@ -225,6 +250,7 @@ class Intake:
             retry_after_s=record.retry_after,
             retry_after_ceiling_s=config.retry.retry_after_ceiling_s,
             has_queue=bool(record.queue),
+            base_delay_s=batch.base_delays.get(classification.category),
         )
         past.attempt = attempt
         past.history = [
@@ -234,8 +260,8 @@ class Intake:
         past.history = past.history[-HISTORY_KEEP:]
 
         fields = _task_fields(record, classification, attempt, failed_ms, past.history)
-        batch.tally["received"] += 1
-        batch.tally[f"category:{classification.category}"] += 1
+        _count(batch, record, classification, past)
+        past.state = None
         if decision.retry:
             self._schedule(pipe, runtime, record.task_id, fields, decision, batch)
         else:
@@ -269,6 +295,7 @@ class Intake:
         pipe.pexpire(task_key, ttl_ms)
         pipe.zadd(keys.retry, {task_id: decision.due_ms})
         batch.tally[Outcome.SCHEDULED] += 1
+        batch.history[Outcome.SCHEDULED] += 1
         if batch.first_due_ms is None or decision.due_ms < batch.first_due_ms:
             batch.first_due_ms = decision.due_ms
 
@@ -298,12 +325,15 @@ class Intake:
             "died_at": batch.now_ms,
             "reason": reason,
             "record": _keepable_record(raw),
+            # The scan re-sends the notification of a dead task without one.
+            "alerted_at": batch.now_ms,
         }
         pipe.hset(task_key, mapping=fields)
         # The dead set owns the task now; it is trimmed by age and count.
         pipe.persist(task_key)
         pipe.zadd(keys.dead, {record.task_id: batch.now_ms})
         batch.tally[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
+        batch.history[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
         log.info(
             "task %s (%s) is dead: %s [%s]",
             record.task,
@@ -314,7 +344,7 @@ class Intake:
 
         routes = notify.route(
             category,
-            has_user=record.user is not None,
+            user=record.user,
             enabled=self._enabled(),
             dead=exhausted,
         )
@@ -335,8 +365,56 @@ class Intake:
                     now_ms=batch.now_ms,
                     attempt=decision.attempt,
                 )
-            notify.enqueue(pipe, keys, message, channels, batch.now_ms)
+            quiet = batch.silences.quiet(message, channels)
+            if len(quiet) < len(channels):
+                batch.history["silenced"] += 1
+            notify.enqueue(
+                pipe,
+                keys,
+                message,
+                quiet,
+                batch.now_ms,
+                scripts=self._scripts,
+                window_ms=round(runtime.config.notify.group_window_s * 1000),
+            )
         batch.outbox_due = True
+
+    def _succeeded(
+        self,
+        pipe: Pipeline,
+        runtime: Runtime,
+        report: SuccessReport,
+        known: dict[str, _Known],
+        batch: _Batch,
+    ) -> None:
+        """An application reports a task succeeded: credit its retry, if any."""
+        keys = runtime.keys
+        task_id = report.task_id
+        past = known.get(task_id)
+        batch.tally["ok_reports"] += 1
+        if past is None or past.state in (Outcome.RECOVERED, Outcome.SUCCEEDED):
+            return  # a task unknown here, or one whose success is counted
+        task_key = keys.task(task_id)
+        if past.state == "dispatched":
+            category = past.category or "unknown"
+            past.state = Outcome.RECOVERED
+            pipe.hset(
+                task_key, mapping={"state": past.state, "recovered_at": batch.now_ms}
+            )
+            pipe.zrem(keys.watch, task_id)
+            batch.tally[Outcome.RECOVERED] += 1
+            batch.history.update(
+                ("recovered", f"recovered:{category}", f"reported_ok:{category}")
+            )
+            return
+        # It succeeded on its own, while a retry was pending or after it was
+        # given up: that retry is not needed, and it is no longer dead.
+        past.state = Outcome.SUCCEEDED
+        pipe.hset(task_key, mapping={"state": past.state, "succeeded_at": batch.now_ms})
+        pipe.zrem(keys.retry, task_id)
+        pipe.zrem(keys.dead, task_id)
+        pipe.pexpire(task_key, round(runtime.config.retry.task_ttl_s * 1000))
+        log.info("task %s reported a success; its retry is cancelled", task_id)
 
     def _park(
         self,
@@ -361,6 +439,7 @@ class Intake:
             entry["truncated"] = True
         pipe.lpush(runtime.keys.invalid, msgspec.json.encode(entry))
         batch.tally[Outcome.INVALID] += 1
+        batch.history[Outcome.INVALID] += 1
         log.warning("parked an invalid record: %s", invalid.reason)
 
     def _finish(
@@ -370,8 +449,34 @@ class Intake:
         pipe.delete(inflight)
         for counter, count in batch.tally.items():
             pipe.hincrby(keys.stats, counter, count)
+        minutes.write(pipe, keys, batch.now_ms, batch.history, batch.ids)
         if batch.first_due_ms is not None:
             pipe.publish(keys.wake, f"retry {batch.first_due_ms}")
+
+
+def _count(
+    batch: _Batch, record: FailureRecord, classification: Classification, past: _Known
+) -> None:
+    """Count one failure in the running totals and in this minute's history."""
+    category = classification.category
+    batch.tally["received"] += 1
+    batch.tally[f"category:{category}"] += 1
+    batch.history.update(
+        (
+            "received",
+            f"category:{category}",
+            f"task:{record.task}",
+            f"pattern:{classification.pattern}",
+        )
+    )
+    if past.state == "dispatched":
+        # The retry did not take: this counts against the success rate of
+        # the category it was retried under.
+        batch.history[f"refailed:{past.category or category}"] += 1
+    if category == NETWORK and (host := minutes.network_host(record.error)):
+        # Which host network failures name, for the analysis's advice.
+        batch.history[f"host:{host}"] += 1
+    batch.ids.append(record.task_id)
 
 
 def _failed_at_ms(record: FailureRecord, now_ms: int) -> int:

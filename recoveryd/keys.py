@@ -46,6 +46,23 @@ class Keys:
         """Sorted set of one channel's pending deliveries scored by due time."""
         return f"{self.prefix}:outbox:{channel}"
 
+    def sent(self, channel: str) -> str:
+        """Sorted set of one channel's recent sends (ms), for its rate limit."""
+        return f"{self.prefix}:sent:{channel}"
+
+    @property
+    def groups(self) -> str:
+        """Sorted set of open notification groups scored by their window's end."""
+        return f"{self.prefix}:groups"
+
+    def group(self, group_id: str) -> str:
+        """Hash of one notification group: its first notification and counts."""
+        return f"{self.prefix}:group:{group_id}"
+
+    def inbox(self, user_id: str) -> str:
+        """List of one user's in-app notifications, newest first (JSON each)."""
+        return f"{self.prefix}:inbox:{user_id}"
+
     @property
     def stats(self) -> str:
         """Hash of running counters (received, scheduled, dispatched, ...)."""
@@ -69,6 +86,57 @@ class Keys:
         """Hash holding one task's state, record and history."""
         return f"{self.prefix}:task:{task_id}"
 
+    def history(self, minute: int) -> str:
+        """Hash of one minute's counters (see `recoveryd.history`)."""
+        return f"{self.prefix}:hist:{minute}"
+
+    def recent(self, minute: int) -> str:
+        """List of the task ids that failed in one minute."""
+        return f"{self.prefix}:recent:{minute}"
+
     @property
     def task_prefix(self) -> str:
         return f"{self.prefix}:task:"
+
+    @property
+    def history_prefix(self) -> str:
+        return f"{self.prefix}:hist:"
+
+    # Issue 4: adaptive backoff, periodic jobs, pauses, silences and the
+    # recovery watch (see `recoveryd.adaptive`, `.jobs`, `.pause`, `.history`).
+
+    @property
+    def base_delays(self) -> str:
+        """Hash of category to its adapted base delay (s), and the base it left."""
+        return f"{self.prefix}:base_delay"
+
+    def job(self, name: str) -> str:
+        """Hash of one periodic job's lease, last run and last summary."""
+        return f"{self.prefix}:job:{name}"
+
+    @property
+    def paused(self) -> str:
+        """Hash of paused matchers (``category:C``, ``task:T``) to JSON details."""
+        return f"{self.prefix}:paused"
+
+    def held(self, matcher: str) -> str:
+        """Sorted set of due retries a pause holds, scored by their due time."""
+        return f"{self.held_prefix}{matcher}"
+
+    @property
+    def held_prefix(self) -> str:
+        return f"{self.prefix}:held:"
+
+    @property
+    def silences(self) -> str:
+        """Hash of silence matchers to JSON details (until when, why)."""
+        return f"{self.prefix}:silences"
+
+    @property
+    def watch(self) -> str:
+        """Sorted set of re-dispatched task ids by dispatch time, until judged."""
+        return f"{self.prefix}:watch"
+
+    @property
+    def inflight_prefix(self) -> str:
+        return f"{self.prefix}:inflight:"

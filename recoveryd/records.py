@@ -16,8 +16,10 @@ import msgspec
 __all__ = [
     "FailureRecord",
     "InvalidRecord",
+    "SuccessReport",
     "User",
     "decode_record",
+    "decode_report",
     "parse_failed_at",
     "payload_text",
 ]
@@ -65,7 +67,26 @@ class InvalidRecord(msgspec.Struct, kw_only=True):
     reason: str
 
 
+class SuccessReport(msgspec.Struct, kw_only=True):
+    """An application's word that a task succeeded: ``{"id": ..., "ok": true}``.
+
+    Pushed onto the failures list like a failure record. ``task`` and
+    ``at`` (when it succeeded) are optional and informative; other fields
+    are ignored.
+    """
+
+    id: str | int
+    ok: bool
+    task: str | None = None
+    at: str | float | None = None
+
+    @property
+    def task_id(self) -> str:
+        return str(self.id)
+
+
 _decoder = msgspec.json.Decoder(FailureRecord)
+_success_decoder = msgspec.json.Decoder(SuccessReport)
 
 
 def decode_record(raw: bytes, max_size: int) -> FailureRecord | InvalidRecord:
@@ -93,6 +114,29 @@ def decode_record(raw: bytes, max_size: int) -> FailureRecord | InvalidRecord:
         except ValueError as exc:
             return InvalidRecord(reason=f"field `failed_at`: {exc}")
     return record
+
+
+def decode_report(
+    raw: bytes, max_size: int
+) -> FailureRecord | SuccessReport | InvalidRecord:
+    """A failure record, or a success report, or why the entry is neither."""
+    item = decode_record(raw, max_size)
+    # Only an entry that is not a failure record and mentions "ok" is tried
+    # as a success report: the common path costs nothing more.
+    if not isinstance(item, InvalidRecord) or b'"ok"' not in raw:
+        return item
+    try:
+        report = _success_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        reason = _validation_reason(str(exc))
+        return InvalidRecord(reason=f"{item.reason}; as a success report: {reason}")
+    except msgspec.DecodeError:
+        return item
+    if report.ok is not True:
+        return InvalidRecord(reason='a success report says "ok": true')
+    if not report.task_id.strip():
+        return InvalidRecord(reason="field `id` of a success report is empty")
+    return report
 
 
 def _validation_reason(message: str) -> str:

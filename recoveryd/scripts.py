@@ -20,45 +20,93 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
 # KEYS: failures, inflight.  ARGV: how many.
-# Returns {now_ms, raw...}: up to ARGV[1] records moved oldest first.
+# Moves up to ARGV[1] records onto the in-flight list, then returns
+# {now_ms, raw...}: the whole in-flight list, oldest first.
 TAKE = (
     _NOW_MS
     + """
-local taken = {now}
 for _ = 1, tonumber(ARGV[1]) do
-    local raw = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-    if not raw then break end
-    taken[#taken + 1] = raw
+    if not redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') then break end
 end
+local held = redis.call('LRANGE', KEYS[2], 0, -1)
+local taken = {now}
+for i = #held, 1, -1 do taken[#taken + 1] = held[i] end
 return taken
 """
 )
 
-# KEYS: retry, stats.  ARGV: batch size, task key prefix.
-# Returns {dispatched, popped, now_ms, next_due_ms or -1}.
+# KEYS: retry, stats, paused, watch.  ARGV: batch size, task key prefix,
+# history key prefix, history ms to keep, held key prefix.
+# Returns {dispatched, popped, now_ms, next_due_ms or -1, lateness_ms...}, the
+# lateness of each dispatched entry that had a real due time (not a manual one).
+# A due entry whose task or category is paused is held instead: moved, with
+# its score, to the pause's held set, to be released when it is resumed.
+# Each dispatched task is watched (by dispatch time) until it is judged
+# recovered or it fails again.
 # Limitation: the queues are not in KEYS, so on Redis Cluster they must share
 # the prefix's hash tag; fix: a two-step dispatch through a per-daemon list.
 DISPATCH = (
     _NOW_MS
     + """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
-local dispatched, orphans = 0, 0
-for _, id in ipairs(due) do
+local due = redis.call(
+    'ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[1])
+local dispatched, orphans, held = 0, 0, 0
+local by_category, late = {}, {}
+local pauses, paused, watch = {}, false, {}
+for _, matcher in ipairs(redis.call('HKEYS', KEYS[3])) do
+    pauses[matcher] = true
+    paused = true
+end
+for i = 1, #due, 2 do
+    local id, score = due[i], tonumber(due[i + 1])
     local task = ARGV[2] .. id
-    local fields = redis.call('HMGET', task, 'queue', 'payload')
-    if fields[1] then
+    local fields = redis.call('HMGET', task, 'queue', 'payload', 'category', 'task')
+    local hold = false
+    if paused and fields[1] then
+        if fields[4] and pauses['task:' .. fields[4]] then
+            hold = 'task:' .. fields[4]
+        elseif fields[3] and pauses['category:' .. fields[3]] then
+            hold = 'category:' .. fields[3]
+        end
+    end
+    if hold then
+        redis.call('ZADD', ARGV[5] .. hold, due[i + 1], id)
+        redis.call('HSET', task, 'state', 'held', 'held', hold)
+        held = held + 1
+    elseif fields[1] then
+        watch[#watch + 1] = now
+        watch[#watch + 1] = id
         redis.call('LPUSH', fields[1], fields[2] or '')
         redis.call('HSET', task, 'state', 'dispatched', 'dispatched_at', now)
         dispatched = dispatched + 1
+        local category = fields[3] or 'unknown'
+        by_category[category] = (by_category[category] or 0) + 1
+        if score > 1e12 then late[#late + 1] = now - score end
     else
         orphans = orphans + 1
     end
     redis.call('ZREM', KEYS[1], id)
 end
-if dispatched > 0 then redis.call('HINCRBY', KEYS[2], 'dispatched', dispatched) end
+if dispatched > 0 then
+    redis.call('HINCRBY', KEYS[2], 'dispatched', dispatched)
+    local minute = ARGV[3] .. math.floor(now / 60000)
+    redis.call('HINCRBY', minute, 'dispatched', dispatched)
+    for category, count in pairs(by_category) do
+        redis.call('HINCRBY', minute, 'dispatched:' .. category, count)
+    end
+    redis.call('PEXPIRE', minute, ARGV[4])
+end
+-- One ZADD per 500 entries: far cheaper than one per entry, and within
+-- Lua's limit on unpacked arguments.
+for first = 1, #watch, 1000 do
+    redis.call('ZADD', KEYS[4], unpack(watch, first, math.min(first + 999, #watch)))
+end
 if orphans > 0 then redis.call('HINCRBY', KEYS[2], 'dispatch_orphans', orphans) end
+if held > 0 then redis.call('HINCRBY', KEYS[2], 'held', held) end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {dispatched, #due, now, head[2] or '-1'}
+local out = {dispatched, #due / 2, now, head[2] or '-1'}
+for _, ms in ipairs(late) do out[#out + 1] = ms end
+return out
 """
 )
 
@@ -86,24 +134,91 @@ return out
 """
 )
 
-# KEYS: outbox.  ARGV: batch size, lease ms.
+# KEYS: outbox, sent log.  ARGV: batch size, lease ms, rate limit (0: none),
+# rate window ms, most members in one digest, a nonce.
 # Claims due deliveries by pushing their score one lease ahead, so a daemon
-# killed mid-delivery leaves them to be claimed again, never lost.
-# Returns {now_ms, next_due_ms or -1, member...}.
+# killed mid-delivery leaves them to be claimed again, never lost. With a
+# rate limit, each claimed delivery up to the room left takes a place in the
+# sent log; when more are due than there is room for, up to the digest size
+# are claimed so the caller can fold the overflow into one digest. With no
+# room, nothing is claimed and the next due time is when a place frees up.
+# Returns {now_ms, next_due_ms or -1, room (-1: no limit), member...}.
 CLAIM = (
     _NOW_MS
     + """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
+local limit = tonumber(ARGV[3] or '0')
+local room = -1
+if limit > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+    room = math.max(limit - redis.call('ZCARD', KEYS[2]), 0)
+end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if room == 0 then
+    local next_due = head[2] or '-1'
+    if head[2] and tonumber(head[2]) <= now then
+        local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+        next_due = tonumber(oldest[2]) + tonumber(ARGV[4])
+    end
+    return {now, next_due, room}
+end
+local take = tonumber(ARGV[1])
+if room > 0 and redis.call('ZCOUNT', KEYS[1], '-inf', now) > room then
+    take = tonumber(ARGV[5])
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, take)
 local lease = now + tonumber(ARGV[2])
 for _, member in ipairs(due) do
     redis.call('ZADD', KEYS[1], lease, member)
 end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local out = {now, head[2] or '-1'}
+if room > 0 then
+    for i = 1, math.min(#due, room) do
+        redis.call('ZADD', KEYS[2], now, ARGV[6] .. ':' .. i)
+    end
+end
+head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local out = {now, head[2] or '-1', room}
 for _, member in ipairs(due) do out[#out + 1] = member end
 return out
 """
 )
+
+# KEYS: group, open groups, then one outbox per channel.  ARGV: now ms,
+# window ms, group id, task id, most sample ids, wake channel, the
+# notification, channel names (space-separated), then one delivery per
+# outbox. Runs inside intake's transaction. The first of a group goes to the
+# outboxes at once and opens a window; the rest are only counted, with a few
+# sample ids, for the summary at the window's end. Returns 1 if sent, else 0.
+GROUP = """
+local now = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    if redis.call('HINCRBY', KEYS[1], 'pending', 1) == 1 then
+        redis.call('HSET', KEYS[1], 'since', now)
+    end
+    redis.call('HINCRBY', KEYS[1], 'seen', 1)
+    redis.call('HSET', KEYS[1], 'last_at', now, 'last_id', ARGV[4])
+    local kept = tonumber(redis.call('HGET', KEYS[1], 'kept') or '0')
+    if kept < tonumber(ARGV[5]) then
+        local samples = redis.call('HGET', KEYS[1], 'samples') or ''
+        if kept > 0 then samples = samples .. '\\n' end
+        redis.call('HSET', KEYS[1], 'samples', samples .. ARGV[4], 'kept', kept + 1)
+    end
+    return 0
+end
+local window_end = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'template', ARGV[7], 'channels', ARGV[8],
+    'window_end', window_end, 'first_at', now, 'last_at', now,
+    'last_id', ARGV[4], 'last_sent', now, 'since', now, 'pending', 0,
+    'seen', 0, 'summaries', 0, 'kept', 0, 'samples', '')
+redis.call('ZADD', KEYS[2], window_end, ARGV[3])
+local i = 3
+for name in string.gmatch(ARGV[8], '%S+') do
+    redis.call('ZADD', KEYS[i], now, ARGV[i + 6])
+    redis.call('PUBLISH', ARGV[6], 'outbox:' .. name .. ' ' .. now)
+    i = i + 1
+end
+redis.call('PUBLISH', ARGV[6], 'groups ' .. window_end)
+return 1
+"""
 
 # KEYS: dead, stats.  ARGV: oldest score kept, most entries kept, task prefix.
 # Returns how many dead tasks were evicted, by age and by count.
@@ -153,6 +268,140 @@ if was == 'dead' then return 2 end
 return 1
 """
 
+# Issue 4: held retries, the scan's repairs, recovery judgement and the
+# periodic jobs' lease.
+
+# KEYS: held set, retry.  ARGV: first due ms, ms between entries, how many,
+# task key prefix.
+# Releases the oldest held entries into the retry set, one every ARGV[2] ms
+# from ARGV[1], so a resumed backlog goes out as a paced stream. An entry
+# whose task is no longer held (it failed again, or succeeded) is dropped.
+# Returns {released, dropped, last due ms or -1, left}.
+RELEASE = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+local released, dropped, last = 0, 0, -1
+for _, id in ipairs(ids) do
+    local task = ARGV[4] .. id
+    if redis.call('HGET', task, 'state') == 'held' then
+        last = tonumber(ARGV[1]) + released * tonumber(ARGV[2])
+        redis.call('ZADD', KEYS[2], last, id)
+        redis.call('HSET', task, 'state', 'scheduled')
+        redis.call('HDEL', task, 'held')
+        released = released + 1
+    else
+        dropped = dropped + 1
+    end
+    redis.call('ZREM', KEYS[1], id)
+end
+return {released, dropped, last, redis.call('ZCARD', KEYS[1])}
+"""
+
+# KEYS: retry.  ARGV: now ms, task key prefix, held key prefix, task id...
+# Puts back the retry entry of each task that is scheduled (or held) but has
+# lost its entry, due at its old due time or now, whichever is later.
+# Checked and repaired in one step, so a task being dispatched meanwhile is
+# never sent twice. Returns the ids put back.
+RESCUE = """
+local now = tonumber(ARGV[1])
+local rescued = {}
+for i = 4, #ARGV do
+    local id = ARGV[i]
+    local task = ARGV[2] .. id
+    local f = redis.call('HMGET', task, 'state', 'due', 'held', 'queue')
+    local lost = false
+    if f[1] == 'scheduled' then
+        lost = not redis.call('ZSCORE', KEYS[1], id)
+    elseif f[1] == 'held' then
+        lost = not (f[3] and redis.call('ZSCORE', ARGV[3] .. f[3], id))
+    end
+    if lost and f[4] then
+        local due = math.max(tonumber(f[2] or '0') or 0, now)
+        redis.call('ZADD', KEYS[1], due, id)
+        redis.call('HSET', task, 'state', 'scheduled')
+        redis.call('HDEL', task, 'held')
+        rescued[#rescued + 1] = id
+    end
+end
+return rescued
+"""
+
+# KEYS: watch, stats.  ARGV: dispatched before this ms, now ms, how many,
+# task key prefix, history key prefix, history ms to keep.
+# A re-dispatched task still in state "dispatched" after the recovery window
+# did not fail again: it is recovered, counted per category in this minute.
+# Returns {recovered, judged}.
+SETTLE = """
+local ids = redis.call(
+    'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local now = tonumber(ARGV[2])
+local recovered, by_category = 0, {}
+for _, id in ipairs(ids) do
+    local task = ARGV[4] .. id
+    local f = redis.call('HMGET', task, 'state', 'category')
+    if f[1] == 'dispatched' then
+        redis.call('HSET', task, 'state', 'recovered', 'recovered_at', now)
+        local category = f[2] or 'unknown'
+        by_category[category] = (by_category[category] or 0) + 1
+        recovered = recovered + 1
+    end
+    redis.call('ZREM', KEYS[1], id)
+end
+if recovered > 0 then
+    redis.call('HINCRBY', KEYS[2], 'recovered', recovered)
+    local minute = ARGV[5] .. math.floor(now / 60000)
+    redis.call('HINCRBY', minute, 'recovered', recovered)
+    for category, count in pairs(by_category) do
+        redis.call('HINCRBY', minute, 'recovered:' .. category, count)
+    end
+    redis.call('PEXPIRE', minute, ARGV[6])
+end
+return {recovered, #ids}
+"""
+
+# KEYS: job.  ARGV: owner, now ms, period ms, lease ms, force (1: ignore the
+# period, for a run an operator asked for).
+# Takes the job's lease if no one else holds it and the job is due.
+# Returns {1, last run ms or -1} when taken, else {0, when to ask again}.
+JOB_CLAIM = """
+local f = redis.call('HMGET', KEYS[1], 'owner', 'lease_until', 'last_run')
+local now = tonumber(ARGV[2])
+if f[1] and f[1] ~= ARGV[1] and tonumber(f[2] or '0') > now then
+    return {0, tonumber(f[2])}
+end
+local last = tonumber(f[3] or '-1')
+if ARGV[5] ~= '1' and last >= 0 and last + tonumber(ARGV[3]) > now then
+    return {0, last + tonumber(ARGV[3])}
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[4]))
+return {1, last}
+"""
+
+# KEYS: job.  ARGV: owner, now ms, lease ms.  1 if still the owner, else 0.
+JOB_RENEW = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', tonumber(ARGV[2]) + tonumber(ARGV[3]))
+return 1
+"""
+
+# KEYS: job.  ARGV: owner, started ms, summary, report path.
+# Records a finished run and gives up the lease; 0 if the lease was lost.
+JOB_DONE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'last_run', ARGV[2], 'last_owner', ARGV[1],
+    'last_summary', ARGV[3], 'last_report', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'runs', 1)
+redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
+return 1
+"""
+
+# KEYS: from, to.  ARGV: member, new member, score.
+# Moves one sorted-set member if it is still there; 1 if moved.
+MOVE_MEMBER = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
 
 class Scripts:
     """The scripts registered on one client; each call runs by its SHA."""
@@ -166,6 +415,14 @@ class Scripts:
         self.trim_dead = redis.register_script(TRIM_DEAD)
         self.trim_invalid = redis.register_script(TRIM_INVALID)
         self.retry_now = redis.register_script(RETRY_NOW)
+        self.group = redis.register_script(GROUP)
+        self.release = redis.register_script(RELEASE)
+        self.rescue = redis.register_script(RESCUE)
+        self.settle = redis.register_script(SETTLE)
+        self.job_claim = redis.register_script(JOB_CLAIM)
+        self.job_renew = redis.register_script(JOB_RENEW)
+        self.job_done = redis.register_script(JOB_DONE)
+        self.move_member = redis.register_script(MOVE_MEMBER)
 
     async def load(self, redis: Redis) -> None:
         """Load every script up front, so the first call fails fast if not."""

@@ -137,14 +137,19 @@ class DaemonProcess:
     """`recoveryd run` in a subprocess, with its stderr captured to a file."""
 
     def __init__(
-        self, config: Path, client: redis.Redis, keys: Keys, log: Path
+        self,
+        config: Path,
+        client: redis.Redis,
+        keys: Keys,
+        log: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.client = client
         self.keys = keys
         self.log_path = log
         self._log = log.open("ab")
-        env = {**os.environ, "RECOVERYD_LOG_LEVEL": "DEBUG"}
+        env = {**os.environ, "RECOVERYD_LOG_LEVEL": "DEBUG", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "recoveryd", "run", "-c", str(config)],
             stdout=self._log,
@@ -199,11 +204,12 @@ def start_daemon(
     """Factory: start a daemon with extra TOML config; all are stopped at the end."""
     started: list[DaemonProcess] = []
 
-    def start(extra: str = "", name: str = "daemon") -> DaemonProcess:
+    def start(
+        extra: str = "", name: str = "daemon", env: dict[str, str] | None = None
+    ) -> DaemonProcess:
         config = write_config(tmp_path / f"{name}.toml", redis_server.url, extra)
-        daemon = DaemonProcess(
-            config, redis_server.client(), keys, tmp_path / f"{name}-{len(started)}.log"
-        )
+        log = tmp_path / f"{name}-{len(started)}.log"
+        daemon = DaemonProcess(config, redis_server.client(), keys, log, env)
         started.append(daemon)
         daemon.wait_ready()
         return daemon
@@ -211,3 +217,43 @@ def start_daemon(
     yield start
     for daemon in started:
         daemon.close()
+
+
+# Provider stand-ins for the notification tests (see tests/servers.py).
+
+
+@pytest.fixture
+def tls_cert(tmp_path: Path) -> tuple[Path, Path]:
+    from tests.servers import make_cert
+
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    return make_cert(directory)
+
+
+@pytest.fixture
+def smtp_server(tls_cert: tuple[Path, Path]) -> Iterator[Any]:
+    from tests.servers import SmtpServer
+
+    server = SmtpServer(*tls_cert)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http_provider() -> Iterator[Callable[..., Any]]:
+    """Factory: an HTTP provider stand-in answering ``status``; all stopped after."""
+    from tests.servers import HttpProvider
+
+    started: list[HttpProvider] = []
+
+    def start(status: int = 200) -> HttpProvider:
+        provider = HttpProvider(status)
+        provider.start()
+        started.append(provider)
+        return provider
+
+    yield start
+    for provider in started:
+        provider.stop()

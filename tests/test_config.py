@@ -125,3 +125,8 @@ def test_check_config_exits_non_zero_with_the_key(tmp_path):
     assert "schedule.scan_every (line 2)" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_long_base_delay_lifts_the_default_cap():
+    config = parse_config('[categories.slow]\nbase_delay = "2h"\n')
+    assert config.categories["slow"].max_delay_s == 7200

@@ -60,8 +60,8 @@ def test_kill_9_mid_burst_loses_and_repeats_nothing(r, keys, start_daemon):
 
     assert counted() == 1000, "a record was handled twice"
     assert r.llen(keys.invalid) == 40
-    assert r.zcard(keys.retry) == 864
-    assert r.zcard(keys.dead) == 96
+    assert r.zcard(keys.retry) == 880
+    assert r.zcard(keys.dead) == 80
     attempts = {
         int(r.hget(keys.task(f"job-{i}"), "attempt") or 0)
         for i in range(1000)
