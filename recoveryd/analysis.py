@@ -32,7 +32,7 @@ from recoveryd.categories import (
 )
 from recoveryd.config import Config
 from recoveryd.notification import iso_utc
-from recoveryd.reports import write_report
+from recoveryd.reports import Window, write_report
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 
@@ -74,12 +74,6 @@ _ADVICE = {
 }
 _OUTCOMES = ("received", "scheduled", "dispatched", "recovered", "dead")
 _MORE = ("notified", "invalid", "silenced")
-
-
-class Window(msgspec.Struct, kw_only=True):
-    start: str
-    end: str
-    hours: float
 
 
 class Share(msgspec.Struct, kw_only=True):
@@ -174,17 +168,10 @@ def build_report(
     window_ms: int,
 ) -> AnalysisReport:
     """The analysis of two windows of history counters (pure: no Redis)."""
-    hours = round(window_ms / 3_600_000, 2)
     report = AnalysisReport(
         generated_at=iso_utc(now_ms),
-        window=Window(
-            start=iso_utc(now_ms - window_ms), end=iso_utc(now_ms), hours=hours
-        ),
-        previous_window=Window(
-            start=iso_utc(now_ms - 2 * window_ms),
-            end=iso_utc(now_ms - window_ms),
-            hours=hours,
-        ),
+        window=Window.between(now_ms - window_ms, now_ms),
+        previous_window=Window.between(now_ms - 2 * window_ms, now_ms - window_ms),
         totals=_totals(current),
         previous_totals=_totals(previous),
         trend=_trend(current["received"], previous["received"]),
@@ -200,7 +187,7 @@ def build_report(
         network_hosts=_hosts(current),
         insights=[],
     )
-    report.insights = insights(report, config, hours)
+    report.insights = insights(report, config, report.window.hours)
     report.summary = _summary(report)
     return report
 

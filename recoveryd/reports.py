@@ -15,7 +15,22 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["stamp", "write_report"]
+from recoveryd.notification import iso_utc
+
+__all__ = ["Window", "stamp", "write_report"]
+
+
+class Window(msgspec.Struct, kw_only=True):
+    """The stretch of time a report covers, in RFC 3339 UTC."""
+
+    start: str
+    end: str
+    hours: float
+
+    @classmethod
+    def between(cls, start_ms: int, end_ms: int) -> Window:
+        hours = round((end_ms - start_ms) / 3_600_000, 2)
+        return cls(start=iso_utc(start_ms), end=iso_utc(end_ms), hours=hours)
 
 
 def stamp(epoch_ms: int) -> str:

@@ -39,7 +39,7 @@ from recoveryd.notification import (
 )
 from recoveryd.pause import Silences
 from recoveryd.records import FailureRecord, decode_record
-from recoveryd.reports import write_report
+from recoveryd.reports import Window, write_report
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 
@@ -88,12 +88,6 @@ class Finding(msgspec.Struct, kw_only=True):
         self.handled += int(handled)
         if len(self.items) < LISTED:
             self.items.append(item)
-
-
-class Window(msgspec.Struct, kw_only=True):
-    start: str
-    end: str
-    hours: float
 
 
 class ScanReport(msgspec.Struct, kw_only=True):
@@ -170,11 +164,7 @@ class _Scanner:
         report = ScanReport(
             generated_at=iso_utc(self.now_ms),
             ran_by=self.owner,
-            window=Window(
-                start=iso_utc(self.start_ms),
-                end=iso_utc(self.now_ms),
-                hours=round((self.now_ms - self.start_ms) / 3_600_000, 2),
-            ),
+            window=Window.between(self.start_ms, self.now_ms),
             examined=self.examined,
             stuck_in_flight=stuck,
             lost_schedule=lost,

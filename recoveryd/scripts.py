@@ -19,6 +19,20 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
+# Adds ``total`` and the per-category counts to the stats hash and to the
+# current minute's history counters (see recoveryd.history).
+_COUNT = """
+local function count(stats, history_prefix, keep_ms, now_ms, name, total, by_category)
+    redis.call('HINCRBY', stats, name, total)
+    local minute = history_prefix .. math.floor(now_ms / 60000)
+    redis.call('HINCRBY', minute, name, total)
+    for category, n in pairs(by_category) do
+        redis.call('HINCRBY', minute, name .. ':' .. category, n)
+    end
+    redis.call('PEXPIRE', minute, keep_ms)
+end
+"""
+
 # KEYS: failures, inflight.  ARGV: how many.
 # Moves up to ARGV[1] records onto the in-flight list, then returns
 # {now_ms, raw...}: the whole in-flight list, oldest first.
@@ -47,6 +61,7 @@ return taken
 # the prefix's hash tag; fix: a two-step dispatch through a per-daemon list.
 DISPATCH = (
     _NOW_MS
+    + _COUNT
     + """
 local due = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[1])
@@ -88,13 +103,7 @@ for i = 1, #due, 2 do
     redis.call('ZREM', KEYS[1], id)
 end
 if dispatched > 0 then
-    redis.call('HINCRBY', KEYS[2], 'dispatched', dispatched)
-    local minute = ARGV[3] .. math.floor(now / 60000)
-    redis.call('HINCRBY', minute, 'dispatched', dispatched)
-    for category, count in pairs(by_category) do
-        redis.call('HINCRBY', minute, 'dispatched:' .. category, count)
-    end
-    redis.call('PEXPIRE', minute, ARGV[4])
+    count(KEYS[2], ARGV[3], ARGV[4], now, 'dispatched', dispatched, by_category)
 end
 -- One ZADD per 500 entries: far cheaper than one per entry, and within
 -- Lua's limit on unpacked arguments.
@@ -330,7 +339,7 @@ return rescued
 # A re-dispatched task still in state "dispatched" after the recovery window
 # did not fail again: it is recovered, counted per category in this minute.
 # Returns {recovered, judged}.
-SETTLE = """
+SETTLE = _COUNT + """
 local ids = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local now = tonumber(ARGV[2])
@@ -347,13 +356,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
 end
 if recovered > 0 then
-    redis.call('HINCRBY', KEYS[2], 'recovered', recovered)
-    local minute = ARGV[5] .. math.floor(now / 60000)
-    redis.call('HINCRBY', minute, 'recovered', recovered)
-    for category, count in pairs(by_category) do
-        redis.call('HINCRBY', minute, 'recovered:' .. category, count)
-    end
-    redis.call('PEXPIRE', minute, ARGV[6])
+    count(KEYS[2], ARGV[5], ARGV[6], now, 'recovered', recovered, by_category)
 end
 return {recovered, #ids}
 """

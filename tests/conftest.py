@@ -14,15 +14,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from redis.asyncio import Redis
 
+from recoveryd.config import parse_config
+from recoveryd.connection import connect
 from recoveryd.embedded import redis_server_binary
 from recoveryd.keys import Keys
+from recoveryd.runtime import Runtime
 
 WAIT_S = 20.0
 
@@ -257,3 +261,18 @@ def http_provider() -> Iterator[Callable[..., Any]]:
     yield start
     for provider in started:
         provider.stop()
+
+
+@pytest.fixture
+async def ar(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """An asyncio client of the test's Redis, as the daemon connects."""
+    client = connect(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Runtime:
+    """The default config, with its state under the test's temp dir."""
+    config = parse_config(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
+    return Runtime.from_config(config)

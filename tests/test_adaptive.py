@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
 from recoveryd import adaptive, history
 from recoveryd.adaptive import Rate, next_delay
 from recoveryd.config import parse_config
-from recoveryd.connection import Link, connect
+from recoveryd.connection import Link
 from recoveryd.intake import Intake
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
@@ -25,13 +24,6 @@ base_delay = "30s"
 max_delay = "1h"
 jitter = 0
 """
-
-
-@pytest.fixture
-async def ar(redis_server) -> AsyncIterator:
-    client = connect(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

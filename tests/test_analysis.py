@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
-
-import pytest
 
 from recoveryd import history
 from recoveryd.analysis import build_report, run_analysis
 from recoveryd.config import parse_config
-from recoveryd.connection import connect
-from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 
 NOW = 1_700_000_000_000
@@ -78,19 +73,6 @@ YESTERDAY = Counter(
         "pattern:temporary.http_503": 3_000,
     }
 )
-
-
-@pytest.fixture
-async def ar(redis_server) -> AsyncIterator:
-    client = connect(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def runtime(tmp_path) -> Runtime:
-    config = parse_config(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
-    return Runtime.from_config(config)
 
 
 def spread(counts: Counter[str], hours: int = 24) -> list[Counter[str]]:

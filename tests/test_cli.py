@@ -17,8 +17,9 @@ def run(config: Path | None, *args: str, stdin: str | None = None):
     command = [sys.executable, "-m", "recoveryd", *args]
     if config is not None:
         command += ["-c", str(config)]
-    return subprocess.run(command, input=stdin, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture
@@ -27,13 +28,32 @@ def config(tmp_path, redis_server) -> Path:
 
 
 def test_submit_with_flags_pushes_a_record(config, r, keys):
-    result = run(config, "submit", "--task", "t", "--error", "boom", "--queue", "q",
-                 "--payload", '{"n": 1}', "--status-code", "503", "--json")
+    result = run(
+        config,
+        "submit",
+        "--task",
+        "t",
+        "--error",
+        "boom",
+        "--queue",
+        "q",
+        "--payload",
+        '{"n": 1}',
+        "--status-code",
+        "503",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     task_id = json.loads(result.stdout)["id"]
     record = json.loads(r.lindex(keys.failures, 0))
-    assert record == {"task": "t", "error": "boom", "queue": "q", "payload": {"n": 1},
-                      "status_code": 503, "id": task_id}
+    assert record == {
+        "task": "t",
+        "error": "boom",
+        "queue": "q",
+        "payload": {"n": 1},
+        "status_code": 503,
+        "id": task_id,
+    }
 
 
 def test_submit_rejects_a_bad_record_in_one_line(config, r, keys):
@@ -72,10 +92,20 @@ def test_retry_makes_a_scheduled_task_due_first(config, r, keys):
 
 
 def test_retry_dead_by_category(config, r, keys):
-    for task_id, category in [("d1", "recoverable_network"), ("d2", "unrecoverable_data"),
-                              ("d3", "recoverable_network")]:
-        r.hset(keys.task(task_id), mapping={"queue": "q", "payload": task_id,
-                                            "category": category, "state": "dead"})
+    for task_id, category in [
+        ("d1", "recoverable_network"),
+        ("d2", "unrecoverable_data"),
+        ("d3", "recoverable_network"),
+    ]:
+        r.hset(
+            keys.task(task_id),
+            mapping={
+                "queue": "q",
+                "payload": task_id,
+                "category": category,
+                "state": "dead",
+            },
+        )
         r.zadd(keys.dead, {task_id: 1})
     result = run(config, "retry", "--dead", "--category", "recoverable_network")
     assert result.returncode == 0, result.stderr

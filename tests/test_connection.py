@@ -13,10 +13,19 @@ from tests.conftest import wait_for
 def push_all(server, keys, ids) -> None:
     """Push each record, retrying through the outage as an application would."""
     for task_id in ids:
-        record = json.dumps({"task": "t", "id": task_id, "queue": "q",
-                             "error": "ECONNRESET: socket hang up"})
-        wait_for(lambda r=record: _try_push(server, keys, r), timeout_s=60,
-                 what="redis to take a push")
+        record = json.dumps(
+            {
+                "task": "t",
+                "id": task_id,
+                "queue": "q",
+                "error": "ECONNRESET: socket hang up",
+            }
+        )
+        wait_for(
+            lambda r=record: _try_push(server, keys, r),
+            timeout_s=60,
+            what="redis to take a push",
+        )
 
 
 def _try_push(server, keys, record: str) -> bool:
@@ -37,8 +46,11 @@ def test_redis_restart_mid_flow_loses_nothing(redis_server, keys, start_daemon):
     push_all(redis_server, keys, [f"b{i}" for i in range(300)])
 
     r = redis_server.client()
-    wait_for(lambda: int(r.hget(keys.stats, "received") or 0) == 600, timeout_s=60,
-             what="all 600 records handled")
+    wait_for(
+        lambda: int(r.hget(keys.stats, "received") or 0) == 600,
+        timeout_s=60,
+        what="all 600 records handled",
+    )
     assert r.zcard(keys.retry) == 600
     assert r.llen(keys.failures) == 0
     log = daemon.log()
@@ -48,7 +60,9 @@ def test_redis_restart_mid_flow_loses_nothing(redis_server, keys, start_daemon):
     assert daemon.process.poll() is None
 
 
-def test_daemon_starts_before_redis_and_waits(redis_server, keys, start_daemon, tmp_path):
+def test_daemon_starts_before_redis_and_waits(
+    redis_server, keys, start_daemon, tmp_path
+):
     redis_server.kill()
     from tests.conftest import DaemonProcess, write_config
 

@@ -17,7 +17,11 @@ from tests.conftest import wait_for
 def recoveryd(cwd: Path, *args: str, stdin: str | None = None):
     return subprocess.run(
         [sys.executable, "-m", "recoveryd", *args],
-        cwd=cwd, input=stdin, capture_output=True, text=True, timeout=30,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -29,7 +33,9 @@ def test_run_without_redis_url_starts_an_embedded_redis(tmp_path):
     log = (tmp_path / "daemon.log").open("wb")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "recoveryd", "run"],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         url_file = tmp_path / "state" / "redis" / "url"
@@ -39,8 +45,13 @@ def test_run_without_redis_url_starts_an_embedded_redis(tmp_path):
         wait_for(lambda: client.hlen("recoveryd:consumers"), what="the daemon")
         assert url in (tmp_path / "daemon.log").read_text()
 
-        record = {"task": "t", "id": "e1", "queue": "q", "payload": "go",
-                  "error": "socket.timeout: timed out"}
+        record = {
+            "task": "t",
+            "id": "e1",
+            "queue": "q",
+            "payload": "go",
+            "error": "socket.timeout: timed out",
+        }
         submitted = recoveryd(tmp_path, "submit", stdin=json.dumps(record))
         assert submitted.returncode == 0, submitted.stderr
         assert wait_for(lambda: client.rpop("q"), what="re-dispatch") == b"go"

@@ -13,13 +13,21 @@ from recoveryd.scripts import Scripts
 
 async def test_dead_set_is_trimmed_by_age_then_count_and_counted(redis_server, r, keys):
     runtime = Runtime.from_config(
-        parse_config('[dead]\nmax_age = "1d"\nmax_count = 3\n[intake]\ninvalid_max = 2\n')
+        parse_config(
+            '[dead]\nmax_age = "1d"\nmax_count = 3\n[intake]\ninvalid_max = 2\n'
+        )
     )
     seconds, _ = r.time()
     now_ms = seconds * 1000
     day_ms = 86_400_000
-    ages = {"ancient": 3 * day_ms, "old": 2 * day_ms, "a": 5000, "b": 4000,
-            "c": 3000, "d": 2000}
+    ages = {
+        "ancient": 3 * day_ms,
+        "old": 2 * day_ms,
+        "a": 5000,
+        "b": 4000,
+        "c": 3000,
+        "d": 2000,
+    }
     for task_id, age in ages.items():
         r.zadd(keys.dead, {task_id: now_ms - age})
         r.hset(keys.task(task_id), "state", "dead")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from itertools import pairwise
 
 import pytest
 
 from recoveryd.config import parse_config
-from recoveryd.connection import connect
 from recoveryd.jobs import (
     JOB_NAMES,
     Context,
@@ -36,13 +34,6 @@ class FakeClock:
 
     async def now_ms(self) -> int:
         return self.now
-
-
-@pytest.fixture
-async def ar(redis_server) -> AsyncIterator:
-    client = connect(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

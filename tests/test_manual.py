@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from recoveryd.config import parse_config
-from recoveryd.connection import Link, connect
+from recoveryd.connection import Link
 from recoveryd.dispatch import DispatchLoop
 from recoveryd.intake import Intake
 from recoveryd.manual import retry_dead, retry_task, select_dead
@@ -36,13 +35,6 @@ from tests.conftest import write_config
 
 NETWORK = "recoverable_network"
 TTL_MS = 86_400_000
-
-
-@pytest.fixture
-async def ar(redis_server) -> AsyncIterator:
-    client = connect(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 def dispatcher(ar, keys, batch: int = 1000) -> DispatchLoop:

@@ -16,8 +16,12 @@ def test_metrics_endpoint_has_the_expected_series(r, keys, start_daemon):
         f'[metrics]\nlisten = "127.0.0.1:{port}"\n'
         '[categories.recoverable_network]\nbase_delay = "100ms"\njitter = 0\n'
     )
-    r.lpush(keys.failures, json.dumps(
-        {"task": "t", "id": "m1", "queue": "q", "error": "Connection refused"}))
+    r.lpush(
+        keys.failures,
+        json.dumps(
+            {"task": "t", "id": "m1", "queue": "q", "error": "Connection refused"}
+        ),
+    )
     r.lpush(keys.failures, b"not json")
     wait_for(lambda: r.llen("q") == 1, what="the retry to be dispatched")
 
@@ -31,7 +35,9 @@ def test_metrics_endpoint_has_the_expected_series(r, keys, start_daemon):
         lambda: (t := scrape()) and "recoveryd_retries_dispatched_total 1.0" in t and t,
         what="the dispatch to show in the metrics",
     )
-    assert 'recoveryd_failures_received_total{category="recoverable_network"} 1.0' in text
+    assert (
+        'recoveryd_failures_received_total{category="recoverable_network"} 1.0' in text
+    )
     assert 'recoveryd_outcomes_total{outcome="invalid"} 1.0' in text
     assert "recoveryd_dispatch_lateness_seconds_count 1.0" in text
     assert "recoveryd_redis_up 1.0" in text

@@ -12,7 +12,9 @@ ORIGINAL = """
 base_delay = "1h"
 """
 
-WITH_PATTERN = ORIGINAL + """
+WITH_PATTERN = (
+    ORIGINAL
+    + """
 [categories.vendor_outage]
 action = "retry"
 base_delay = "2h"
@@ -22,13 +24,20 @@ name = "vendor.acme_down"
 category = "vendor_outage"
 regex = "acme gateway (is )?down"
 """
+)
 
 
 def classify_next(r, keys, task_id: str) -> str:
-    r.lpush(keys.failures, json.dumps(
-        {"task": "t", "id": task_id, "queue": "q", "error": "ACME gateway is down"}))
-    found = wait_for(lambda: r.hget(keys.task(task_id), "category"),
-                     what=f"{task_id} to be classified")
+    r.lpush(
+        keys.failures,
+        json.dumps(
+            {"task": "t", "id": task_id, "queue": "q", "error": "ACME gateway is down"}
+        ),
+    )
+    found = wait_for(
+        lambda: r.hget(keys.task(task_id), "category"),
+        what=f"{task_id} to be classified",
+    )
     return found.decode()
 
 
@@ -37,7 +46,9 @@ def test_good_config_changes_classification_of_the_next_record(r, keys, start_da
     before = classify_next(r, keys, "before")
     assert before != "vendor_outage"
 
-    daemon.config.write_text(daemon.config.read_text() + WITH_PATTERN.replace(ORIGINAL, ""))
+    daemon.config.write_text(
+        daemon.config.read_text() + WITH_PATTERN.replace(ORIGINAL, "")
+    )
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: "config reloaded" in daemon.log(), what="the reload")
 
@@ -73,8 +84,17 @@ def test_reload_turns_on_a_new_channel(r, keys, start_daemon, http_provider):
     wait_for(lambda: "channels now:" in daemon.log(), what="the channels rebuilt")
     assert "push" in daemon.log().split("channels now:")[1].splitlines()[0]
 
-    r.lpush(keys.failures, json.dumps({"task": "t", "id": "p1", "error": ODD_ERROR,
-                                       "user": {"id": "u", "push": "topic"}}))
+    r.lpush(
+        keys.failures,
+        json.dumps(
+            {
+                "task": "t",
+                "id": "p1",
+                "error": ODD_ERROR,
+                "user": {"id": "u", "push": "topic"},
+            }
+        ),
+    )
     [request] = wait_for(provider.accepted, what="the push through the new channel")
     assert request.path == "/topic"
 
@@ -85,8 +105,12 @@ def test_sighup_reopens_a_moved_alert_log(r, keys, start_daemon, tmp_path):
 
     def data_failure(task_id: str) -> None:
         # A task of its own each, so notification grouping keeps them apart.
-        r.lpush(keys.failures, json.dumps(
-            {"task": task_id, "id": task_id, "error": "malformed JSON in the body"}))
+        r.lpush(
+            keys.failures,
+            json.dumps(
+                {"task": task_id, "id": task_id, "error": "malformed JSON in the body"}
+            ),
+        )
 
     data_failure("before")
     wait_for(lambda: alerts.exists() and "before" in alerts.read_text(), what="alert")
@@ -94,6 +118,8 @@ def test_sighup_reopens_a_moved_alert_log(r, keys, start_daemon, tmp_path):
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: "config reloaded" in daemon.log(), what="the reload")
     data_failure("after")
-    wait_for(lambda: alerts.exists() and "after" in alerts.read_text(),
-             what="the alert in a new file")
+    wait_for(
+        lambda: alerts.exists() and "after" in alerts.read_text(),
+        what="the alert in a new file",
+    )
     assert "after" not in (tmp_path / "state" / "admin_alerts.log.1").read_text()

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import msgspec
-import pytest
 
 from recoveryd import history
-from recoveryd.config import parse_config
-from recoveryd.connection import connect
 from recoveryd.notification import Analysis, Delivery, Notification
-from recoveryd.runtime import Runtime
 from recoveryd.scan import OVERDUE_MS, run_scan
 from recoveryd.scripts import Scripts
 
@@ -21,19 +16,6 @@ NOW = 1_700_000_000_000
 DEAD = "otherhost:111:dead00"
 ALIVE = "otherhost:222:alive0"
 GHOST = "otherhost:333:ghost0"
-
-
-@pytest.fixture
-async def ar(redis_server) -> AsyncIterator:
-    client = connect(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def runtime(tmp_path) -> Runtime:
-    config = parse_config(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
-    return Runtime.from_config(config)
 
 
 async def scan(ar, runtime, now_ms: int = NOW):

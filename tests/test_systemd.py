@@ -68,7 +68,9 @@ def test_notifier_does_nothing_outside_systemd():
 
 
 def test_watchdog_for_another_pid_is_ignored():
-    notifier = SystemdNotifier(environ={"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+    notifier = SystemdNotifier(
+        environ={"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}
+    )
     assert notifier.watchdog_s is None
 
 
@@ -76,7 +78,9 @@ def test_watchdog_for_another_pid_is_ignored():
 def test_unit_verifies(tmp_path):
     recoveryd = Path(sys.executable).parent / "recoveryd"
     unit = tmp_path / "recoveryd.service"
-    unit.write_text(UNIT.read_text().replace("/opt/recoveryd/bin/recoveryd", str(recoveryd)))
+    unit.write_text(
+        UNIT.read_text().replace("/opt/recoveryd/bin/recoveryd", str(recoveryd))
+    )
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True
     )
