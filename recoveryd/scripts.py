@@ -339,7 +339,9 @@ return rescued
 # A re-dispatched task still in state "dispatched" after the recovery window
 # did not fail again: it is recovered, counted per category in this minute.
 # Returns {recovered, judged}.
-SETTLE = _COUNT + """
+SETTLE = (
+    _COUNT
+    + """
 local ids = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local now = tonumber(ARGV[2])
@@ -360,6 +362,7 @@ if recovered > 0 then
 end
 return {recovered, #ids}
 """
+)
 
 # KEYS: job.  ARGV: owner, now ms, period ms, lease ms, force (1: ignore the
 # period, for a run an operator asked for).
