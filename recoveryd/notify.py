@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,6 +51,7 @@ from recoveryd.notifiers.inbox import InboxChannel
 from recoveryd.notifiers.push import PushChannel, valid_target
 from recoveryd.notifiers.secrets import missing_secrets
 from recoveryd.notifiers.sms import SmsChannel
+from recoveryd.pause import KEPT_CHANNEL, Silences
 from recoveryd.records import User
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
@@ -386,6 +387,7 @@ class DeliveryLoop:
         self._scripts = scripts
         self._key = keys.outbox(channel.name)
         self._sent_key = keys.sent(channel.name)
+        self._silences_key = keys.silences
         self._channel = channel
         self._alarm = alarm
         self._link = link
@@ -408,6 +410,7 @@ class DeliveryLoop:
                     await self._link.wait_out(exc, self._who)
                     continue
                 if members:
+                    members = await self._drop_silenced(members, now_ms)
                     await self._deliver_claimed(members, room, now_ms)
                     continue
                 await self._alarm.sleep_until(next_ms, now_ms)
@@ -465,6 +468,33 @@ class DeliveryLoop:
         if room < 0 or room > len(members):
             self._capped = False
         await self._deliver_all(members, now_ms)
+
+    async def _drop_silenced(self, members: list[bytes], now_ms: int) -> list[bytes]:
+        """Settle unsent the deliveries a silence now covers; the rest go on.
+
+        Checked here too, not only when the notification was queued, so a
+        silence set during an incident also quiets what was already waiting.
+        The alert log is never silenced.
+        """
+        if self._channel.name == KEPT_CHANNEL:
+            return members
+        pending = self._redis.hgetall(self._silences_key)
+        raw = await cast(Awaitable[dict[bytes, bytes]], pending)
+        silences = Silences.from_hash(raw, now_ms)
+        if not silences:
+            return members
+        keep: list[bytes] = []
+        quiet: list[bytes] = []
+        for member in members:
+            delivery = await self._decode(member)
+            if delivery is not None and silences.match(delivery.notification):
+                quiet.append(member)
+            elif delivery is not None:
+                keep.append(member)
+        if quiet:
+            log.info("%d %s deliveries silenced", len(quiet), self._channel.name)
+            await self._settle(quiet, None)
+        return keep
 
     def _say_capped(self, held: int) -> None:
         if not self._capped:

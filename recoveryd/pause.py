@@ -260,9 +260,6 @@ class Silences:
                 return matcher
         return None
 
-    # Limitation: a silence applies when a notification is queued, so
-    # deliveries already in an outbox, and the summaries of a group opened
-    # before it, still go out; fix: check Silences in notify.DeliveryLoop.
     def quiet(self, notification: Notification, channels: Sequence[str]) -> list[str]:
         """The channels this notification still goes to: all, or the alert log."""
         if not self.items or self.match(notification) is None:

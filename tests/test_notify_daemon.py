@@ -343,3 +343,27 @@ def test_check_config_names_a_channel_missing_its_secret(tmp_path):
     assert result.returncode == 2
     assert "notify.email.password_env" in result.stderr
     assert "TEST_RECOVERYD_UNSET_4711 is not set" in result.stderr
+
+
+def test_a_silence_also_quiets_what_was_already_waiting(
+    r, keys, start_daemon, http_provider
+):
+    provider = http_provider(status=500)
+    config = notify_toml(push_url=provider.url) + PUSH_ONLY
+    daemon = start_daemon(config, env=SECRETS_ENV)
+    push(
+        r,
+        keys,
+        task="t",
+        id="t-quiet",
+        error=ODD_ERROR,
+        user={"id": "u-1", "push": "u1"},
+    )
+    wait_for(lambda: provider.requests, what="a refused try")
+
+    silenced = cli(daemon.config, "silence", "category:alerting", "--for", "1h")
+    assert silenced.returncode == 0, silenced.stderr
+    provider.status = 200
+    wait_for(lambda: r.zcard(keys.outbox("push")) == 0, what="the outbox to empty")
+    assert provider.accepted() == []
+    assert "deliveries silenced" in daemon.log()
