@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 class DispatchResult:
     """One script call: how many went out, and when the next one is due."""
 
-    __slots__ = ("dispatched", "lateness_ms", "next_due_ms", "now_ms", "popped")
+    __slots__ = (
+        "dispatched",
+        "lateness_ms",
+        "next_due_ms",
+        "now_ms",
+        "orphans",
+        "popped",
+        "unpushable",
+    )
 
     def __init__(self, reply: list[bytes | int]) -> None:
         self.dispatched = int(reply[0])
@@ -40,7 +48,9 @@ class DispatchResult:
         self.now_ms = int(reply[2])
         head = float(reply[3])
         self.next_due_ms = math.inf if head < 0 else head
-        self.lateness_ms = [int(ms) for ms in reply[4:]]
+        self.orphans = int(reply[4])
+        self.unpushable = int(reply[5])
+        self.lateness_ms = [int(ms) for ms in reply[6:]]
 
 
 class DispatchLoop:
@@ -79,7 +89,13 @@ class DispatchLoop:
     async def dispatch_due(self) -> DispatchResult:
         """Dispatch up to one batch of due entries."""
         reply = await self._scripts.dispatch(
-            keys=[self.keys.retry, self.keys.stats, self.keys.paused, self.keys.watch],
+            keys=[
+                self.keys.retry,
+                self.keys.stats,
+                self.keys.paused,
+                self.keys.watch,
+                self.keys.dead,
+            ],
             args=[
                 self.batch,
                 self.keys.task_prefix,
@@ -93,9 +109,14 @@ class DispatchLoop:
             self.dispatched += result.dispatched
             METRICS.count_dispatch(result.dispatched, result.lateness_ms)
             log.debug("dispatched %d due retries", result.dispatched)
-        if result.popped > result.dispatched:
+        if result.orphans:
             log.warning(
                 "%d due entries had no task record left (expired?) and were dropped",
-                result.popped - result.dispatched,
+                result.orphans,
+            )
+        if result.unpushable:
+            log.warning(
+                "%d due tasks name a queue that is not a list; moved to the dead set",
+                result.unpushable,
             )
         return result

@@ -162,7 +162,7 @@ class Intake:
 
     async def _commit(self, runtime: Runtime, now_ms: int, raws: list[bytes]) -> None:
         limit = runtime.config.intake.max_record_size
-        items = [decode_report(raw, limit) for raw in raws]
+        items = [_own_queue(decode_report(raw, limit), runtime) for raw in raws]
         records = [item for item in items if not isinstance(item, InvalidRecord)]
         batch = _Batch(now_ms=now_ms)
         known = await self._recall(runtime, records, batch)
@@ -477,6 +477,22 @@ def _count(
         # Which host network failures name, for the analysis's advice.
         batch.history[f"host:{host}"] += 1
     batch.ids.append(record.task_id)
+
+
+def _own_queue(
+    item: FailureRecord | SuccessReport | InvalidRecord, runtime: Runtime
+) -> FailureRecord | SuccessReport | InvalidRecord:
+    """A record whose queue is one of recoveryd's own keys is not usable.
+
+    Pushing a retry there would corrupt recoveryd's state or feed the
+    failures list back to itself.
+    """
+    if not isinstance(item, FailureRecord) or not item.queue:
+        return item
+    if item.queue.startswith(runtime.keys.prefix + ":"):
+        reason = f"field `queue`: {item.queue!r} is one of recoveryd's own keys"
+        return InvalidRecord(reason=reason)
+    return item
 
 
 def _failed_at_ms(record: FailureRecord, now_ms: int) -> int:

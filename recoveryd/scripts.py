@@ -49,10 +49,12 @@ return taken
 """
 )
 
-# KEYS: retry, stats, paused, watch.  ARGV: batch size, task key prefix,
+# KEYS: retry, stats, paused, watch, dead.  ARGV: batch size, task key prefix,
 # history key prefix, history ms to keep, held key prefix.
-# Returns {dispatched, popped, now_ms, next_due_ms or -1, lateness_ms...}, the
-# lateness of each dispatched entry that had a real due time (not a manual one).
+# Returns {dispatched, popped, now_ms, next_due_ms or -1, orphans, unpushable,
+# lateness_ms...}: orphans had no task record left; unpushable named a queue
+# that is not a list, and went to the dead set; lateness is that of each
+# dispatched entry that had a real due time (not a manual one).
 # A due entry whose task or category is paused is held instead: moved, with
 # its score, to the pause's held set, to be released when it is resumed.
 # Each dispatched task is watched (by dispatch time) until it is judged
@@ -65,7 +67,7 @@ DISPATCH = (
     + """
 local due = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[1])
-local dispatched, orphans, held = 0, 0, 0
+local dispatched, orphans, held, unpushable = 0, 0, 0, 0
 local by_category, late = {}, {}
 local pauses, paused, watch = {}, false, {}
 for _, matcher in ipairs(redis.call('HKEYS', KEYS[3])) do
@@ -88,10 +90,19 @@ for i = 1, #due, 2 do
         redis.call('ZADD', ARGV[5] .. hold, due[i + 1], id)
         redis.call('HSET', task, 'state', 'held', 'held', hold)
         held = held + 1
+    elseif fields[1]
+        and type(redis.pcall('LPUSH', fields[1], fields[2] or '')) == 'table' then
+        -- The push (made in this test) failed: the queue exists and is not a
+        -- list. No retry can ever land there, and one bad entry must not
+        -- stop the rest of the batch.
+        redis.call('HSET', task, 'state', 'dead', 'died_at', now,
+            'reason', 'queue ' .. fields[1] .. ' is not a list')
+        redis.call('PERSIST', task)
+        redis.call('ZADD', KEYS[5], now, id)
+        unpushable = unpushable + 1
     elseif fields[1] then
         watch[#watch + 1] = now
         watch[#watch + 1] = id
-        redis.call('LPUSH', fields[1], fields[2] or '')
         redis.call('HSET', task, 'state', 'dispatched', 'dispatched_at', now)
         dispatched = dispatched + 1
         local category = fields[3] or 'unknown'
@@ -112,8 +123,9 @@ for first = 1, #watch, 1000 do
 end
 if orphans > 0 then redis.call('HINCRBY', KEYS[2], 'dispatch_orphans', orphans) end
 if held > 0 then redis.call('HINCRBY', KEYS[2], 'held', held) end
+if unpushable > 0 then redis.call('HINCRBY', KEYS[2], 'dead', unpushable) end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local out = {dispatched, #due / 2, now, head[2] or '-1'}
+local out = {dispatched, #due / 2, now, head[2] or '-1', orphans, unpushable}
 for _, ms in ipairs(late) do out[#out + 1] = ms end
 return out
 """

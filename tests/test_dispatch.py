@@ -41,3 +41,17 @@ def test_entry_scheduled_by_another_client_wakes_a_sleeping_daemon(
     schedule_directly(r, keys, 1, due_in_ms=50)
     wait_for(lambda: r.llen("q:work") == 1, timeout_s=5, what="dispatch")
     assert daemon.process.poll() is None
+
+
+def test_a_queue_that_is_not_a_list_does_not_block_the_rest(r, keys, start_daemon):
+    daemon = start_daemon()
+    r.zadd("not-a-list", {"x": 1})
+    r.hset(keys.task("bad"), mapping={"queue": "not-a-list", "payload": "p"})
+    r.zadd(keys.retry, {"bad": 1})
+    schedule_directly(r, keys, 50, due_in_ms=0)
+
+    wait_for(lambda: r.llen("q:work") == 50, what="the good entries")
+    assert r.zscore(keys.dead, "bad") is not None
+    assert b"not a list" in r.hget(keys.task("bad"), "reason")
+    assert r.zcard("not-a-list") == 1
+    wait_for(lambda: "queue that is not a list" in daemon.log(), what="the warning")

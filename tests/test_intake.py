@@ -94,3 +94,16 @@ def test_enormous_error_text_is_classified_and_kept_small(r, keys, start_daemon)
     wait_for(lambda: r.hget(keys.task("huge"), "category"), what="classification")
     assert r.hget(keys.task("huge"), "category") == b"recoverable_network"
     assert len(r.hget(keys.task("huge"), "error")) <= 1000
+
+
+def test_a_queue_naming_recoveryds_own_keys_is_parked(r, keys, start_daemon):
+    start_daemon()
+    for queue in (keys.failures, keys.retry):
+        r.lpush(
+            keys.failures,
+            json.dumps({"task": "t", "queue": queue, "error": "connection refused"}),
+        )
+    wait_for(lambda: r.llen(keys.invalid) == 2, what="both parked")
+    reasons = [json.loads(p)["reason"] for p in r.lrange(keys.invalid, 0, -1)]
+    assert all("one of recoveryd's own keys" in reason for reason in reasons)
+    assert r.zcard(keys.retry) == 0
