@@ -15,12 +15,22 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    ReadOnlyError,
+    TimeoutError,
+)
 from redis.retry import Retry
 
 from recoveryd.metrics import METRICS
 
-__all__ = ["Link", "connect", "redact_url"]
+__all__ = ["REDIS_AWAY", "Link", "connect", "redact_url"]
+
+# Errors that mean Redis is away for now (down, unreachable, loading, a
+# replica during failover): loops wait these out. Any other Redis error is
+# a bug or damaged data, and goes to the loop's supervisor with a traceback.
+REDIS_AWAY = (ConnectionError, TimeoutError, ReadOnlyError, OSError)
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ import socket
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from recoveryd.connection import Link
+from recoveryd.connection import REDIS_AWAY, Link
 from recoveryd.keys import Keys
 from recoveryd.scripts import Scripts
 
@@ -74,7 +73,7 @@ class Consumers:
             try:
                 await self.beat()
                 self._link.ok("heartbeat")
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "heartbeat")
                 continue
             await anyio.sleep(HEARTBEAT_S)

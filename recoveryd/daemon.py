@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from recoveryd.config import Config, ConfigError, file_key, load_config
-from recoveryd.connection import Link, connect, redact_url
+from recoveryd.connection import REDIS_AWAY, Link, connect, redact_url
 from recoveryd.consumers import Consumers, new_consumer_id
 from recoveryd.dispatch import DispatchLoop
 from recoveryd.embedded import EmbeddedRedis
@@ -125,7 +125,7 @@ class Daemon:
                 await self.consumers.beat()
                 self.link.ok("startup")
                 return
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self.link.wait_out(exc, "startup")
 
     def status_line(self) -> str:

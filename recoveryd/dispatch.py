@@ -15,9 +15,8 @@ import logging
 import math
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from recoveryd.connection import Link
+from recoveryd.connection import REDIS_AWAY, Link
 from recoveryd.history import KEEP_MS
 from recoveryd.keys import Keys
 from recoveryd.metrics import METRICS
@@ -79,7 +78,7 @@ class DispatchLoop:
             try:
                 result = await self.dispatch_due()
                 self._link.ok("dispatch")
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "dispatch")
                 continue
             if result.popped >= self.batch:

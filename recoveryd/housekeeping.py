@@ -11,9 +11,8 @@ from collections.abc import Callable
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from recoveryd.connection import Link
+from recoveryd.connection import REDIS_AWAY, Link
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 
@@ -42,7 +41,7 @@ class Housekeeping:
             try:
                 await self.trim()
                 self._link.ok("housekeeping")
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "housekeeping")
                 continue
             await anyio.sleep(EVERY_S)

@@ -22,13 +22,13 @@ import anyio
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from recoveryd import adaptive, notify
 from recoveryd import history as minutes
 from recoveryd.categories import NETWORK, CategorySettings
 from recoveryd.classify import Classification
-from recoveryd.connection import Link
+from recoveryd.connection import REDIS_AWAY, Link
 from recoveryd.metrics import METRICS
 from recoveryd.notification import for_dead_task, for_unrecoverable, iso_utc
 from recoveryd.pause import Silences
@@ -121,7 +121,7 @@ class Intake:
             try:
                 await self.step()
                 self._link.ok("intake")
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "intake")
 
     async def step(self, block_s: float = BLOCK_S) -> int:

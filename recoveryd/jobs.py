@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from recoveryd import adaptive, analysis, scan
 from recoveryd.config import Config, ScheduleSettings
-from recoveryd.connection import Link, connect
+from recoveryd.connection import REDIS_AWAY, Link, connect
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 
@@ -194,7 +194,7 @@ class JobRunner:
                 next_ms = await self.tick()
                 now_ms = await self.clock.now_ms()
                 self._link.ok("jobs")
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "jobs")
                 continue
             delay_s = min(max(next_ms - now_ms, 0.0) / 1000.0, MAX_SLEEP_S)
@@ -271,7 +271,7 @@ class JobRunner:
                 kept = await self._scripts.job_renew(
                     keys=[key], args=[self.owner, now_ms, self._lease_ms]
                 )
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 # The job itself meets the outage; the lease may lapse.
                 log.debug("cannot renew the lease of the %s job: %s", name, exc)
                 continue

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, WatchError
 
 from recoveryd.categories import CategorySettings
 from recoveryd.config import Config, NotifySettings
-from recoveryd.connection import Link
+from recoveryd.connection import REDIS_AWAY, Link
 from recoveryd.grouping import SAMPLE_IDS, GroupState, fingerprint, plan
 from recoveryd.keys import Keys
 from recoveryd.notification import (
@@ -273,7 +273,7 @@ class GroupFlusher:
             try:
                 now_ms, next_ms = await self.flush_due()
                 self._link.ok("groups")
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "groups")
                 continue
             await self._alarm.sleep_until(next_ms, now_ms)
@@ -406,7 +406,7 @@ class DeliveryLoop:
                 try:
                     now_ms, next_ms, room, members = await self._claim()
                     self._link.ok(self._who)
-                except (RedisError, OSError) as exc:
+                except REDIS_AWAY as exc:
                     await self._link.wait_out(exc, self._who)
                     continue
                 if members:
@@ -578,7 +578,7 @@ class DeliveryLoop:
                 self._held.difference_update([*folded, *later])
                 self._held.add(digest)
                 return
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, self._who)
 
     async def _failed(
@@ -616,7 +616,7 @@ class DeliveryLoop:
                     await pipe.execute()
                 self._held.difference_update(members)
                 return
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, self._who)
 
     async def _undeliverable(self, delivery: Delivery, now_ms: int) -> None:

@@ -14,9 +14,8 @@ import math
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from recoveryd.connection import Link
+from recoveryd.connection import REDIS_AWAY, Link
 
 __all__ = ["Alarm", "Wakeup"]
 
@@ -73,7 +72,7 @@ class Wakeup:
         while True:
             try:
                 await self._listen()
-            except (RedisError, OSError) as exc:
+            except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "wake channel")
 
     async def _listen(self) -> None:
