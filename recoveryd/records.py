@@ -89,6 +89,13 @@ _decoder = msgspec.json.Decoder(FailureRecord)
 _success_decoder = msgspec.json.Decoder(SuccessReport)
 
 
+# JSON nested deeper than the decoder's recursion limit (about a thousand
+# levels) cannot be a real failure record.
+TOO_DEEP = "nested too deeply to decode"
+# 9999-12-31T23:59:59Z: the last moment a timestamp can be written in.
+MAX_EPOCH_S = 253_402_300_799
+
+
 def decode_record(raw: bytes, max_size: int) -> FailureRecord | InvalidRecord:
     """Decode one raw list entry, or say why it is not a failure record."""
     if len(raw) > max_size:
@@ -101,6 +108,8 @@ def decode_record(raw: bytes, max_size: int) -> FailureRecord | InvalidRecord:
         return InvalidRecord(reason=_validation_reason(str(exc)))
     except msgspec.DecodeError as exc:
         return InvalidRecord(reason=_decode_reason(raw, str(exc)))
+    except RecursionError:
+        return InvalidRecord(reason=TOO_DEEP)
 
     if not record.task.strip():
         return InvalidRecord(reason="field `task` is empty")
@@ -130,7 +139,7 @@ def decode_report(
     except msgspec.ValidationError as exc:
         reason = _validation_reason(str(exc))
         return InvalidRecord(reason=f"{item.reason}; as a success report: {reason}")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return item
     if report.ok is not True:
         return InvalidRecord(reason='a success report says "ok": true')
@@ -162,8 +171,10 @@ def _decode_reason(raw: bytes, message: str) -> str:
 def parse_failed_at(value: str | float) -> float:
     """Epoch seconds from RFC 3339 text or epoch seconds; no zone means UTC."""
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("epoch seconds cannot be negative")
+        if not 0 <= value <= MAX_EPOCH_S:
+            raise ValueError(
+                f"epoch seconds out of range (0 to {MAX_EPOCH_S}): {value}"
+            )
         return float(value)
     text = value.strip()
     if text.endswith(("Z", "z")):

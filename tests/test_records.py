@@ -8,6 +8,7 @@ from recoveryd.records import (
     FailureRecord,
     InvalidRecord,
     decode_record,
+    decode_report,
     parse_failed_at,
     payload_text,
 )
@@ -67,3 +68,31 @@ def test_payload_text():
     assert payload_text("as is") == "as is"
     assert payload_text({"a": [1, 2]}) == '{"a":[1,2]}'
     assert payload_text(None) == "null"
+
+
+@pytest.mark.parametrize(
+    ("field", "deep"),
+    [
+        ("payload", "[" * 5000 + "]" * 5000),
+        ("meta", '{"a": ' * 5000 + "1" + "}" * 5000),
+        ("unknown", "[" * 5000 + "]" * 5000),
+    ],
+)
+def test_deeply_nested_json_is_parked_not_a_crash(field, deep):
+    raw = f'{{"task": "t", "error": "e", "{field}": {deep}}}'.encode()
+    result = decode_record(raw, 1 << 20)
+    assert isinstance(result, InvalidRecord)
+    assert "nested too deeply" in result.reason
+
+
+def test_deeply_nested_success_report_is_not_a_crash():
+    deep = "[" * 5000 + "]" * 5000
+    raw = f'{{"id": "x", "ok": true, "extra": {deep}}}'.encode()
+    assert isinstance(decode_report(raw, 1 << 20), InvalidRecord)
+
+
+@pytest.mark.parametrize("value", [1e20, 253402300800, -1])
+def test_failed_at_out_of_range_is_invalid(value):
+    raw = f'{{"task": "t", "error": "e", "failed_at": {value}}}'.encode()
+    result = decode_record(raw, 1024)
+    assert isinstance(result, InvalidRecord) and "out of range" in result.reason
