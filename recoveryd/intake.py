@@ -148,7 +148,8 @@ class Intake:
         keys = runtime.keys
         lists = [keys.failures, keys.inflight(self._consumer)]
         batch = runtime.config.intake.batch
-        reply = await self._scripts.take(keys=lists, args=[batch])
+        budget = runtime.config.intake.batch_bytes
+        reply = await self._scripts.take(keys=lists, args=[batch, budget])
         if len(reply) > 1 or block_s <= 0:
             return int(reply[0]), reply[1:]
 
@@ -157,7 +158,7 @@ class Intake:
         first = await self._redis.blmove(lists[0], lists[1], timeout, "RIGHT", "LEFT")
         if first is None:
             return int(reply[0]), []
-        reply = await self._scripts.take(keys=lists, args=[batch - 1])
+        reply = await self._scripts.take(keys=lists, args=[batch - 1, budget])
         return int(reply[0]), reply[1:]
 
     async def _commit(self, runtime: Runtime, now_ms: int, raws: list[bytes]) -> None:
@@ -171,14 +172,9 @@ class Intake:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(inflight)
-                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.multi()
                 for raw, item in zip(raws, items, strict=True):
-                    if isinstance(item, InvalidRecord):
-                        self._park(pipe, runtime, raw, item, batch)
-                    elif isinstance(item, SuccessReport):
-                        self._succeeded(pipe, runtime, item, known, batch)
-                    else:
-                        self._handle(pipe, runtime, raw, item, known, batch)
+                    self._one(pipe, runtime, raw, item, known, batch)
                 self._finish(pipe, runtime, inflight, batch)
                 await pipe.execute()
         except WatchError:
@@ -192,6 +188,37 @@ class Intake:
             self._retry_alarm.poke(batch.first_due_ms)
         METRICS.count_batch(batch.tally)
         _log_batch(batch)
+
+    def _one(
+        self,
+        pipe: Pipeline,
+        runtime: Runtime,
+        raw: bytes,
+        item: FailureRecord | SuccessReport | InvalidRecord,
+        known: dict[str, _Known],
+        batch: _Batch,
+    ) -> None:
+        """Add one record's outcome to the batch's transaction.
+
+        A record that trips a bug is parked with the error, its half-written
+        commands dropped: otherwise it would fail its batch again at every
+        try and hold up every record behind it.
+        """
+        mark = len(pipe)
+        try:
+            if isinstance(item, InvalidRecord):
+                self._park(pipe, runtime, raw, item, batch)
+            elif isinstance(item, SuccessReport):
+                self._succeeded(pipe, runtime, item, known, batch)
+            else:
+                self._handle(pipe, runtime, raw, item, known, batch)
+        except Exception as exc:
+            log.exception("parking a record that could not be handled")
+            # redis-py keeps queued commands in this list; there is no API
+            # to take some back.
+            del pipe.command_stack[mark:]
+            reason = f"recoveryd could not handle it: {type(exc).__name__}: {exc}"
+            self._park(pipe, runtime, raw, InvalidRecord(reason=reason[:500]), batch)
 
     async def _recall(
         self,

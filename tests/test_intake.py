@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
+from recoveryd.config import parse_config
+from recoveryd.connection import Link
+from recoveryd.intake import Intake
+from recoveryd.runtime import Runtime
+from recoveryd.scripts import Scripts
+from recoveryd.wake import Wakeup
 from tests.conftest import wait_for
 
 SLOW_RETRIES = """
@@ -107,3 +114,53 @@ def test_a_queue_naming_recoveryds_own_keys_is_parked(r, keys, start_daemon):
     reasons = [json.loads(p)["reason"] for p in r.lrange(keys.invalid, 0, -1)]
     assert all("one of recoveryd's own keys" in reason for reason in reasons)
     assert r.zcard(keys.retry) == 0
+
+
+class _PoisonedClassifier:
+    """Classifies as usual, except that one text trips a bug."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def classify(self, record):
+        if "poison" in record.error:
+            raise KeyError("a bug")
+        return self.real.classify(record)
+
+
+async def test_a_record_that_trips_a_bug_is_parked_and_the_rest_flow(
+    ar, r, keys, runtime
+):
+    runtime = dataclasses.replace(
+        runtime, classifier=_PoisonedClassifier(runtime.classifier)
+    )
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:x", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    for text in ("connection refused", "poison pill", "connection reset"):
+        r.lpush(keys.failures, json.dumps({"task": "t", "queue": "q", "error": text}))
+
+    assert await intake.step(block_s=0) == 3
+
+    assert r.zcard(keys.retry) == 2
+    [parked] = [json.loads(p) for p in r.lrange(keys.invalid, 0, -1)]
+    assert "could not handle it: KeyError" in parked["reason"]
+    assert "poison pill" in parked["raw"]
+    assert r.llen(keys.inflight("test:1:x")) == 0
+
+
+async def test_a_batch_stops_at_its_byte_budget(ar, r, keys, tmp_path):
+    runtime = Runtime.from_config(
+        parse_config('[intake]\nbatch = 100\nbatch_bytes = "1MiB"\n')
+    )
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:y", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    big = "x" * 300_000
+    for _ in range(10):
+        r.lpush(keys.failures, json.dumps({"task": "t", "queue": "q", "error": big}))
+
+    assert await intake.step(block_s=0) == 4
+    assert r.llen(keys.failures) == 6
