@@ -151,8 +151,8 @@ def for_unrecoverable(
         audience=audience,
         title=f"{record.task} failed: {category}",
         description=(
-            f"Task {record.task} ({record.task_id}) failed with a {category} error "
-            "and will not be retried."
+            f"Task {record.task} ({record.task_id}) failed; recoveryd classed it "
+            f"as {category} and will not retry it."
         ),
         user=record.user if audience == USER else None,
         **_base(record, classification, now_ms=now_ms, attempt=attempt, dead=False),

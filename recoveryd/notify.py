@@ -302,8 +302,8 @@ class GroupFlusher:
             for _ in range(FLUSH_TRIES):
                 try:
                     await pipe.watch(key)
-                    fields = await pipe.hgetall(key)  # type: ignore[misc]
-                    pipe.multi()  # type: ignore[no-untyped-call]
+                    fields = await pipe.hgetall(key)
+                    pipe.multi()
                     self._end_window(pipe, group, fields, now_ms)
                     await pipe.execute()
                     return
@@ -520,6 +520,15 @@ class DeliveryLoop:
                 with anyio.fail_after(self._limits.timeout_s):
                     await self._channel.send(delivery.notification)
         except (DeliveryError, TimeoutError, OSError) as exc:
+            await self._failed(member, delivery, exc, now_ms)
+            return
+        except Exception as exc:
+            # A bug in the channel, or a notification it cannot render: a
+            # failed try like any other, so it ends as undeliverable instead
+            # of failing the loop, and the deliveries behind it, for ever.
+            log.exception(
+                "channel %s could not send %s", self._channel.name, member[:80]
+            )
             await self._failed(member, delivery, exc, now_ms)
             return
         if self._failing:

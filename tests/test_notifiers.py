@@ -236,7 +236,7 @@ async def test_ntfy_push_goes_to_the_users_topic(http_provider, monkeypatch):
     assert request.headers["Title"] == "orders.import failed: unrecoverable data"
     assert request.headers["Priority"] == "3"
     assert request.headers["Tags"] == "warning,unrecoverable_data"
-    assert b"will not be retried" in request.body
+    assert b"will not retry it" in request.body
 
 
 async def test_webhook_push_is_json(http_provider):
@@ -319,3 +319,13 @@ def test_unreadable_secret_file_names_its_key(tmp_path):
         read_secret(None, str(tmp_path / "missing"), key="notify.sms.token")
     assert caught.value.key == "notify.sms.token_file"
     assert read_secret(None, None, key="notify.sms.token") is None
+
+
+def test_a_line_break_in_a_task_id_cannot_reach_an_email_header():
+    from recoveryd.notifiers.email import build_message
+
+    note = notification(task_id="line1\nBcc: victim@example.test", task="a\r\nb")
+    message = build_message(note, "recoveryd@example.test", ["ops@example.test"])
+    headers = message.as_bytes().split(b"\n\n", 1)[0]
+    assert b"\nBcc:" not in headers
+    assert message["X-Recoveryd-Task-Id"] == "line1 Bcc: victim@example.test"

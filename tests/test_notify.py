@@ -325,3 +325,33 @@ async def test_a_stalled_channel_delays_no_other(client, scripts):
             await push.wait_for(1)
         tg.cancel_scope.cancel()
     assert not email.sent
+
+
+class Buggy(Recorder):
+    """A channel with a bug: it raises what no channel should."""
+
+    async def send(self, notification: Notification) -> None:
+        raise ValueError("Header values may not contain linefeed")
+
+
+async def test_a_channel_bug_ends_as_undeliverable_not_a_stuck_loop(client, scripts, r):
+    email = Buggy("email")
+    alert_log = Recorder("alert_log")
+    await put(client, "email", [notification(task_id="bad")])
+    loop = DeliveryLoop(
+        client,
+        scripts,
+        Keys(),
+        email,
+        Alarm("outbox:email"),
+        Link(),
+        limits=Limits(max_attempts=2, base_delay_s=0.05, max_delay_s=0.1),
+        fallback=alert_log,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop.run)
+        await alert_log.wait_for(1)
+        await drained(client, "email")
+        tg.cancel_scope.cancel()
+    [notice] = alert_log.sent
+    assert notice.type == "undeliverable" and "linefeed" in notice.description

@@ -20,7 +20,7 @@ from recoveryd.config import EmailSettings
 from recoveryd.notification import Notification
 from recoveryd.notifiers import DeliveryError
 from recoveryd.notifiers.secrets import SecretError, read_secret
-from recoveryd.notifiers.text import body, subject
+from recoveryd.notifiers.text import body, one_line, subject
 
 __all__ = ["EmailChannel", "build_message"]
 
@@ -80,11 +80,13 @@ def build_message(
     message["Date"] = formatdate(localtime=False, usegmt=True)
     domain = sender.rpartition("@")[2] or "recoveryd"
     message["Message-ID"] = make_msgid(idstring=uuid.uuid4().hex[:12], domain=domain)
-    message["X-Recoveryd-Type"] = notification.type
-    message["X-Recoveryd-Task-Id"] = notification.task_id
+    # Header values come from the record: a line break there would be a
+    # header injection, and the email library refuses it outright.
+    message["X-Recoveryd-Type"] = one_line(notification.type)
+    message["X-Recoveryd-Task-Id"] = one_line(notification.task_id)[:200]
     message["X-Recoveryd-Count"] = str(notification.count)
     if notification.group:
-        message["X-Recoveryd-Group"] = notification.group
+        message["X-Recoveryd-Group"] = one_line(notification.group)
     message.set_content(body(notification))
     return message
 

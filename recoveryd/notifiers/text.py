@@ -31,7 +31,7 @@ def subject(notification: Notification) -> str:
     text = f"[recoveryd] {notification.severity.upper()} {notification.title}"
     if notification.count > 1 and notification.type not in (SUMMARY, DIGEST):
         text += f" (×{notification.count})"
-    return _one_line(text)[:200]
+    return one_line(text)[:200]
 
 
 def body(notification: Notification) -> str:
@@ -118,14 +118,15 @@ def _first_line(text: str) -> str:
     return lines[-1] if lines[0].startswith("Traceback") else lines[0]
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """Whitespace, line breaks included, folded to single spaces."""
     return " ".join(text.split())
 
 
 def _gsm(text: str) -> str:
     plain = unicodedata.normalize("NFKD", text.replace("×", "x").replace("…", "..."))
     ascii_only = plain.encode("ascii", "ignore").decode("ascii")
-    return _one_line(ascii_only.translate(_GSM_STAND_INS))
+    return one_line(ascii_only.translate(_GSM_STAND_INS))
 
 
 def _shorten(text: str, limit: int) -> str:
