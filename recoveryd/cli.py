@@ -27,7 +27,20 @@ __all__ = ["main"]
 
 EXIT_USAGE = 2
 EXIT_REDIS = 3
+# The command ran, but what it was asked to act on was not there.
+EXIT_NOT_DONE = 1
 DEFAULT_CONFIG = "recoveryd.toml"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr, as everywhere else."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class NoRedis(Exception):
+    """There is no Redis to talk to; exits like an unreachable one."""
 
 
 class UsageError(Exception):
@@ -49,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             f"recoveryd {args.command}: redis is unreachable: {exc}", EXIT_REDIS
         )
+    except NoRedis as exc:
+        return _fail(f"recoveryd {args.command}: {exc}", EXIT_REDIS)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -82,7 +97,7 @@ def _common_options(*, top: bool) -> argparse.ArgumentParser:
 
 def _parser() -> argparse.ArgumentParser:
     common = _common_options(top=False)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recoveryd",
         description="Failed-task recovery daemon: classify, retry, notify.",
         parents=[_common_options(top=True)],
@@ -90,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"recoveryd {__version__}"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(
         name: str, handler: Callable[[argparse.Namespace], int], text: str
@@ -172,7 +187,7 @@ def _client(config: Config) -> tuple[redis.Redis, Keys]:
 def _url(config: Config) -> str:
     url = config.redis.url or embedded_url(config.state_dir)
     if url is None:
-        raise UsageError(
+        raise NoRedis(
             f"no [redis] url is configured and no embedded redis is running under "
             f"{config.state_dir}; start `recoveryd run` first"
         )
@@ -190,8 +205,20 @@ def _run(args: argparse.Namespace) -> int:
     logs.setup(
         json_lines=args.json or config.log.format == "json", level=config.log.level
     )
+    _check_state_dir(config.state_dir)
     run_daemon(config, path)
     return 0
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {state_dir}: {exc.strerror}", key="paths.state_dir"
+        ) from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to {state_dir}", key="paths.state_dir")
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -316,7 +343,7 @@ def _retry(args: argparse.Namespace) -> int:
             _print_json({"id": args.id, "result": message})
         else:
             print(f"{args.id}: {message}")
-        return 0
+        return 0 if message.endswith("now due") else EXIT_NOT_DONE
     rate = config.manual.rate if args.rate is None else args.rate
     count = retry_dead(
         client,

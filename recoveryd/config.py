@@ -58,6 +58,13 @@ _SIZE_UNITS = {
 }
 
 
+# Ten years: far past any sensible setting, and well inside what the clocks
+# and millisecond scores downstream can hold (it also refuses nan and inf).
+MAX_DURATION_S = 10 * 365 * 86400.0
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+NOTIFY_TARGETS = ("alert_log", "email", "sms", "inbox", "push", "admin", "user")
+
+
 def parse_duration(value: object) -> float:
     """Seconds from ``"30s"``, ``"5m"``, ``"6h"``, ``"1d"``, ``"250ms"`` or a number."""
     if isinstance(value, bool):
@@ -68,8 +75,10 @@ def parse_duration(value: object) -> float:
         seconds = float(match[1]) * _DURATION_UNITS_S[match[2] or "s"]
     else:
         raise ValueError(f'expected a duration like "30s", got {value!r}')
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    if not 0 <= seconds <= MAX_DURATION_S:
+        raise ValueError(
+            f"a duration is from 0 to {MAX_DURATION_S // 86400:g} days, got {value!r}"
+        )
     return seconds
 
 
@@ -98,6 +107,7 @@ class PathSettings(_Section, kw_only=True):
 class IntakeSettings(_Section, kw_only=True):
     max_record_size: int = 1024 * 1024
     batch: int = 256
+    batch_bytes: int = 8 * 1024 * 1024
     invalid_max: int = 100_000
 
 
@@ -263,7 +273,7 @@ _DURATION_KEYS = {
     "every": "every_s",
     "timeout": "timeout_s",
 }
-_SIZE_KEYS = {"max_record_size"}
+_SIZE_KEYS = {"max_record_size", "batch_bytes"}
 
 
 def file_key(field_path: str) -> str:
@@ -418,6 +428,12 @@ def _check(config: Config, locate: _KeyLocator) -> None:
         key = f"categories.{name}"
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             fail(key, "a category name is lower-case letters, digits and _")
+        for j, target in enumerate(category.notify):
+            if target not in NOTIFY_TARGETS:
+                fail(
+                    f"{key}.notify",
+                    f"[{j}] {target!r} is not one of {', '.join(NOTIFY_TARGETS)}",
+                )
         if category.action not in ("retry", "notify"):
             fail(
                 f"{key}.action",
@@ -440,6 +456,8 @@ def _check(config: Config, locate: _KeyLocator) -> None:
     for i, pattern in enumerate(config.patterns):
         if pattern.category not in config.categories:
             fail(f"patterns[{i}].category", f"no category named {pattern.category!r}")
+    if config.redis.url is not None and not config.redis.url.startswith(REDIS_SCHEMES):
+        fail("redis.url", f"expected a URL starting {', '.join(REDIS_SCHEMES)}")
     if not re.fullmatch(r"[^\s]+", config.redis.prefix):
         fail("redis.prefix", "must be non-empty and without spaces")
     if config.intake.batch < 1:
@@ -465,6 +483,8 @@ def _check(config: Config, locate: _KeyLocator) -> None:
     from recoveryd.classify import PatternError, compile_pattern
 
     for i, pattern in enumerate(config.patterns):
+        if not pattern.regex:
+            fail(f"patterns[{i}].regex", "an empty regex would match every failure")
         try:
             compile_pattern(pattern.regex)
         except PatternError as exc:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     BusyLoadingError,
@@ -21,7 +22,6 @@ from redis.exceptions import (
     ReadOnlyError,
     TimeoutError,
 )
-from redis.retry import Retry
 
 from recoveryd.metrics import METRICS
 
@@ -34,16 +34,26 @@ REDIS_AWAY = (ConnectionError, TimeoutError, ReadOnlyError, OSError)
 
 log = logging.getLogger(__name__)
 
+# Longer than any blocking command recoveryd sends (intake waits 5 s).
+READ_TIMEOUT_S = 15.0
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 5.0
 
 
-def connect(url: str, *, timeout_s: float = 10.0) -> Redis:
-    """A client for ``url``: bytes in and out, short retries on blips."""
+def connect(
+    url: str, *, timeout_s: float = 10.0, read_timeout_s: float | None = READ_TIMEOUT_S
+) -> Redis:
+    """A client for ``url``: bytes in and out, short retries on blips.
+
+    ``read_timeout_s`` is how long a reply may take before the connection is
+    judged dead; None (for Pub/Sub, which waits for messages) is no limit.
+    It is always given, since redis-py's default differs between versions.
+    """
     client: Redis = Redis.from_url(
         url,
         decode_responses=False,
         socket_connect_timeout=timeout_s,
+        socket_timeout=read_timeout_s,
         socket_keepalive=True,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=2),

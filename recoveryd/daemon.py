@@ -64,7 +64,9 @@ class Daemon:
     def __post_init__(self) -> None:
         keys = self.runtime.keys
         self.scripts = Scripts(self.redis)
-        self.wakeup = Wakeup(self.redis, keys.wake, self.link)
+        # Pub/Sub waits for messages without a reply timeout: a client of its own.
+        self.listener = connect(self.url, read_timeout_s=None)
+        self.wakeup = Wakeup(self.listener, keys.wake, self.link)
         self.consumers = Consumers(
             self.redis, self.scripts, keys, self.consumer, self.link
         )
@@ -304,6 +306,7 @@ class Daemon:
             for channel in self.channels.values():
                 await channel.aclose()
             await self.redis.aclose()
+            await self.listener.aclose()
         self.systemd.notify("STOPPING=1")
         self.systemd.close()
         log.info("recoveryd stopped")

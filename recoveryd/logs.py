@@ -13,7 +13,11 @@ import sys
 
 import msgspec
 
-__all__ = ["setup"]
+from recoveryd.config import ConfigError
+
+__all__ = ["LEVELS", "setup"]
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class _JsonFormatter(logging.Formatter):
@@ -46,4 +50,10 @@ def setup(*, json_lines: bool = False, level: str | None = None) -> None:
     # headers at DEBUG, where provider tokens live: keep them quiet.
     for noisy in ("httpx", "httpcore", "aiosmtplib", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    root.setLevel((os.environ.get("RECOVERYD_LOG_LEVEL") or level or "info").upper())
+    chosen = (os.environ.get("RECOVERYD_LOG_LEVEL") or level or "info").upper()
+    if chosen not in LEVELS:
+        raise ConfigError(
+            f"expected one of {', '.join(LEVELS).lower()}, got {chosen.lower()!r}",
+            key="RECOVERYD_LOG_LEVEL",
+        )
+    root.setLevel(chosen)

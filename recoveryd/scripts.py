@@ -33,14 +33,20 @@ local function count(stats, history_prefix, keep_ms, now_ms, name, total, by_cat
 end
 """
 
-# KEYS: failures, inflight.  ARGV: how many.
-# Moves up to ARGV[1] records onto the in-flight list, then returns
-# {now_ms, raw...}: the whole in-flight list, oldest first.
+# KEYS: failures, inflight.  ARGV: how many, how many bytes.
+# Moves up to ARGV[1] records onto the in-flight list, stopping once they
+# add up to ARGV[2] bytes, then returns {now_ms, raw...}: the whole in-flight
+# list, oldest first. The byte budget bounds the daemon's memory per batch
+# when records are large.
 TAKE = (
     _NOW_MS
     + """
+local bytes, budget = 0, tonumber(ARGV[2])
 for _ = 1, tonumber(ARGV[1]) do
-    if not redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT') then break end
+    if bytes >= budget then break end
+    local raw = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+    if not raw then break end
+    bytes = bytes + #raw
 end
 local held = redis.call('LRANGE', KEYS[2], 0, -1)
 local taken = {now}

@@ -86,7 +86,7 @@ class Wakeup:
             async for message in pubsub.listen():
                 self._dispatch(message.get("data"))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     def _dispatch(self, data: object) -> None:
         if not isinstance(data, bytes):

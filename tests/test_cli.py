@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,7 +117,7 @@ def test_retry_dead_by_category(config, r, keys):
 
 def test_retry_of_an_unknown_task_says_so(config):
     result = run(config, "retry", "nope")
-    assert result.returncode == 0
+    assert result.returncode == 1
     assert "not found" in result.stdout
 
 
@@ -143,3 +144,34 @@ def test_unreachable_redis_is_one_line(tmp_path):
     assert result.returncode == 3
     assert "redis is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_argument_mistakes_are_one_line_too(config):
+    result = run(config, "classify")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "--help" in result.stderr
+
+
+def test_a_bad_log_level_is_one_line(config):
+    result = subprocess.run(
+        [sys.executable, "-m", "recoveryd", "run", "-c", str(config)],
+        env={**os.environ, "RECOVERYD_LOG_LEVEL": "bogus"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "RECOVERYD_LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unwritable_state_dir_is_one_line(tmp_path, redis_server):
+    (tmp_path / "file").write_text("")
+    config = tmp_path / "c.toml"
+    state = tmp_path / "file" / "x"
+    config.write_text(
+        f'[redis]\nurl = "{redis_server.url}"\n[paths]\nstate_dir = "{state}"\n'
+    )
+    result = run(config, "run")
+    assert result.returncode == 2
+    assert "paths.state_dir" in result.stderr and "Traceback" not in result.stderr

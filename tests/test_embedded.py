@@ -72,7 +72,7 @@ def test_run_without_redis_url_starts_an_embedded_redis(tmp_path):
 def test_commands_say_when_no_redis_is_there(tmp_path):
     (tmp_path / "recoveryd.toml").write_text('[paths]\nstate_dir = "state"\n')
     result = recoveryd(tmp_path, "status")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "start `recoveryd run` first" in result.stderr
     assert "Traceback" not in result.stderr
     assert os.path.isdir(tmp_path) and not (tmp_path / "state" / "redis").exists()
