@@ -28,7 +28,7 @@ from recoveryd.embedded import redis_server_binary
 from recoveryd.keys import Keys
 from recoveryd.runtime import Runtime
 
-WAIT_S = 20.0
+WAIT_S = 60.0
 
 
 def free_port() -> int:
