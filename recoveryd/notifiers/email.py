@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 import aiosmtplib
+import anyio
 
 from recoveryd.config import EmailSettings
 from recoveryd.notification import Notification
@@ -48,22 +49,30 @@ class EmailChannel:
             )
         except SecretError as exc:
             raise DeliveryError(str(exc)) from None
+        client = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            use_tls=settings.security == "tls",
+            start_tls=settings.security == "starttls",
+            tls_context=self._tls,
+            timeout=settings.timeout_s,
+        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=settings.host,
-                port=settings.port,
-                username=settings.username,
-                password=password.reveal() if password else None,
-                use_tls=settings.security == "tls",
-                start_tls=settings.security == "starttls",
-                tls_context=self._tls,
-                timeout=settings.timeout_s,
-            )
+            await client.connect()
+            if settings.username and password is not None:
+                await client.login(settings.username, password.reveal())
+            await client.send_message(message)
+            await client.quit()
         except (aiosmtplib.SMTPException, OSError) as exc:
             # OSError covers TLS failures, such as a certificate not trusted.
+            # A failed connect leaves the socket open unless closed here, and
+            # the loop closes it only on its next turn: give it that turn.
+            client.close()
+            await anyio.sleep(0)
             where = f"{settings.host}:{settings.port}"
             raise DeliveryError(f"smtp {where}: {_describe(exc)}") from None
+        finally:
+            client.close()
 
     async def aclose(self) -> None:
         return None
