@@ -507,11 +507,23 @@ class DeliveryLoop:
             )
 
     async def _deliver_all(self, members: list[bytes], now_ms: int) -> None:
+        delivered: list[bytes] = []
         async with anyio.create_task_group() as tg:
             for member in members:
-                tg.start_soon(self._deliver, member, now_ms)
+                tg.start_soon(self._send, member, now_ms, delivered)
+        if delivered:
+            # One round trip for the batch: under a burst this was one
+            # transaction per notification.
+            await self._settle(delivered, None)
 
     async def _deliver(self, member: bytes, now_ms: int) -> None:
+        delivered: list[bytes] = []
+        await self._send(member, now_ms, delivered)
+        if delivered:
+            await self._settle(delivered, None)
+
+    async def _send(self, member: bytes, now_ms: int, delivered: list[bytes]) -> None:
+        """Send one delivery; a sent one joins ``delivered``, to be settled."""
         delivery = await self._decode(member)
         if delivery is None:
             return
@@ -534,7 +546,7 @@ class DeliveryLoop:
         if self._failing:
             self._failing = False
             log.info("channel %s is delivering again", self._channel.name)
-        await self._settle([member], None)
+        delivered.append(member)
 
     async def _decode(self, member: bytes) -> Delivery | None:
         try:
