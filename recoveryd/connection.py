@@ -34,8 +34,8 @@ REDIS_AWAY = (ConnectionError, TimeoutError, ReadOnlyError, OSError)
 
 log = logging.getLogger(__name__)
 
-# Longer than any blocking command recoveryd sends (intake waits 5 s).
-READ_TIMEOUT_S = 15.0
+# Longer than any blocking command recoveryd sends (intake waits 20 s).
+READ_TIMEOUT_S = 30.0
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 5.0
 

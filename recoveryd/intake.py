@@ -51,9 +51,11 @@ log = logging.getLogger(__name__)
 
 # A blocking wait on an empty list returns after this long, so a dead
 # connection is noticed; Redis's own blocking timeouts are coarse anyway.
-BLOCK_S = 5.0
+BLOCK_S = 20.0
+LOG_PER_BATCH = 3
 HISTORY_KEEP = 20
 ERROR_HEAD = 300
+TASK_ERROR_CHARS = 60
 RECORD_KEEP_BYTES = 64 * 1024
 
 
@@ -91,6 +93,9 @@ class _Batch:
     # Read once per batch: adapted base delays, and silences in force.
     base_delays: dict[str, float] = field(default_factory=dict)
     silences: Silences = field(default_factory=lambda: Silences(()))
+    # What is logged after the commit, a few lines a batch at most.
+    given_up: list[str] = field(default_factory=list)
+    parked: list[str] = field(default_factory=list)
 
 
 class Intake:
@@ -117,16 +122,23 @@ class Intake:
 
     async def run(self) -> None:
         """Take and handle batches until cancelled (only ever while waiting)."""
+        idle = False
         while True:
             try:
-                await self.step()
+                idle = await self.step(waited=idle) == 0
                 self._link.ok("intake")
             except REDIS_AWAY as exc:
+                idle = False
                 await self._link.wait_out(exc, "intake")
 
-    async def step(self, block_s: float = BLOCK_S) -> int:
-        """Take one batch, waiting up to ``block_s`` for the first record."""
-        now_ms, raws = await self._take(self._runtime(), block_s)
+    async def step(self, block_s: float = BLOCK_S, *, waited: bool = False) -> int:
+        """Take one batch, waiting up to ``block_s`` for the first record.
+
+        ``waited``: the last step found nothing, so the list and the in-flight
+        list are known empty and the wait can start at once (an idle daemon
+        sends one command per ``block_s``).
+        """
+        now_ms, raws = await self._take(self._runtime(), block_s, waited)
         if not raws:
             return 0
         # Read again: a reload while blocked applies to this batch already.
@@ -138,7 +150,9 @@ class Intake:
         self.processed += len(raws)
         return len(raws)
 
-    async def _take(self, runtime: Runtime, block_s: float) -> tuple[int, list[bytes]]:
+    async def _take(
+        self, runtime: Runtime, block_s: float, waited: bool = False
+    ) -> tuple[int, list[bytes]]:
         """The batch: this daemon's whole in-flight list, topped up first.
 
         Taking the whole list, not just what this call moved, means records
@@ -149,15 +163,16 @@ class Intake:
         lists = [keys.failures, keys.inflight(self._consumer)]
         batch = runtime.config.intake.batch
         budget = runtime.config.intake.batch_bytes
-        reply = await self._scripts.take(keys=lists, args=[batch, budget])
-        if len(reply) > 1 or block_s <= 0:
-            return int(reply[0]), reply[1:]
+        if not waited:
+            reply = await self._scripts.take(keys=lists, args=[batch, budget])
+            if len(reply) > 1 or block_s <= 0:
+                return int(reply[0]), reply[1:]
 
         # redis-py types the timeout as int; Redis 6 and later take fractions.
         timeout = cast(int, block_s)
         first = await self._redis.blmove(lists[0], lists[1], timeout, "RIGHT", "LEFT")
         if first is None:
-            return int(reply[0]), []
+            return 0, []
         reply = await self._scripts.take(keys=lists, args=[batch - 1, budget])
         return int(reply[0]), reply[1:]
 
@@ -232,26 +247,16 @@ class Intake:
         keys = runtime.keys
         async with self._redis.pipeline(transaction=False) as pipe:
             for task_id in ids:
-                pipe.hmget(
-                    keys.task(task_id),
-                    ["attempt", "history", "state", "category"],
-                )
+                pipe.hmget(keys.task(task_id), _RECALLED)
             pipe.hgetall(keys.base_delays)
             pipe.hgetall(keys.silences)
             *replies, delays, silences = await pipe.execute()
         batch.base_delays = adaptive.effective_delays(delays, runtime.config)
         batch.silences = Silences.from_hash(silences, batch.now_ms)
         known: dict[str, _Known] = {}
-        for task_id, (attempt, history, state, category) in zip(
-            ids, replies, strict=True
-        ):
-            if attempt is not None:
-                known[task_id] = _Known(
-                    int(attempt),
-                    _load_history(history),
-                    state.decode() if state else None,
-                    category.decode() if category else None,
-                )
+        for task_id, fields in zip(ids, replies, strict=True):
+            if fields[0] is not None:
+                known[task_id] = _known(fields)
         return known
 
     def _handle(
@@ -361,12 +366,9 @@ class Intake:
         pipe.zadd(keys.dead, {record.task_id: batch.now_ms})
         batch.tally[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
         batch.history[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
-        log.info(
-            "task %s (%s) is dead: %s [%s]",
-            record.task,
-            record.task_id,
-            reason,
-            classification.pattern,
+        batch.given_up.append(
+            f"task {record.task} ({record.task_id}) is dead: {reason} "
+            f"[{classification.pattern}]"
         )
 
         routes = notify.route(
@@ -467,7 +469,7 @@ class Intake:
         pipe.lpush(runtime.keys.invalid, msgspec.json.encode(entry))
         batch.tally[Outcome.INVALID] += 1
         batch.history[Outcome.INVALID] += 1
-        log.warning("parked an invalid record: %s", invalid.reason)
+        batch.parked.append(invalid.reason)
 
     def _finish(
         self, pipe: Pipeline, runtime: Runtime, inflight: str, batch: _Batch
@@ -522,6 +524,15 @@ def _own_queue(
     return item
 
 
+def _log_some(level: int, lines: list[str], what: str) -> None:
+    for line in lines[:LOG_PER_BATCH]:
+        log.log(level, "%s", line)
+    if len(lines) > LOG_PER_BATCH:
+        log.log(
+            level, "... and %d more %s in this batch", len(lines) - LOG_PER_BATCH, what
+        )
+
+
 def _failed_at_ms(record: FailureRecord, now_ms: int) -> int:
     if record.failed_at is None:
         return now_ms
@@ -540,6 +551,30 @@ def _history_entry(
     }
 
 
+# What intake reads back of a task it has seen before.
+_RECALLED = ["attempt", "history", "state", "category", "pattern", "failed_at", "error"]
+
+
+def _known(fields: list[bytes | None]) -> _Known:
+    attempt, history, state, category, pattern, failed_at, error = (
+        value.decode() if value is not None else None for value in fields
+    )
+    past = _load_history(history.encode() if history else None)
+    if not past and attempt:
+        # One failure so far: its history entry is the task's own fields,
+        # not stored twice (see _task_fields).
+        past = [
+            {
+                "attempt": int(attempt),
+                "failed_at": iso_utc(int(failed_at or 0)),
+                "category": category,
+                "pattern": pattern,
+                "error": error or "",
+            }
+        ]
+    return _Known(int(attempt or 0), past, state, category)
+
+
 def _task_fields(
     record: FailureRecord,
     classification: Classification,
@@ -554,9 +589,12 @@ def _task_fields(
         "pattern": classification.pattern,
         "confidence": classification.confidence,
         "failed_at": failed_ms,
-        "error": record.error[:ERROR_HEAD],
-        "history": msgspec.json.encode(history).decode(),
+        "error": _first_line(record.error)[:TASK_ERROR_CHARS],
     }
+    if len(history) > 1:
+        # A first failure's history is the fields above. Values of at most
+        # 64 bytes keep a pending task's hash in Redis's compact encoding.
+        fields["history"] = msgspec.json.encode(history).decode()
     if record.queue:
         fields["queue"] = record.queue
         fields["payload"] = payload_text(record.payload)
@@ -594,6 +632,16 @@ def _first_line(text: str) -> str:
 
 
 def _log_batch(batch: _Batch) -> None:
+    """Log the batch's notable outcomes: each, up to a few, then a count.
+
+    A burst of thousands must not become thousands of log lines.
+    """
+    _log_some(logging.INFO, batch.given_up, "tasks given up on")
+    _log_some(
+        logging.WARNING,
+        [f"parked an invalid record: {r}" for r in batch.parked],
+        "invalid records parked",
+    )
     if log.isEnabledFor(logging.DEBUG):
         summary = ", ".join(f"{k}={v}" for k, v in sorted(batch.tally.items()))
         log.debug("committed a batch: %s", summary)
