@@ -61,14 +61,20 @@ _RULES: list[tuple[str, str]] = [
 ]
 _COMPILED = [(re2.compile(regex), placeholder) for regex, placeholder in _RULES]
 
+NORMALISE_CHARS = 400
+
 # Short words of digits and hex letters ("a1", "2fa", "v3") are names, not
 # ids; ids are longer than this.
 _HEX_MIN = 6
 
 
 def normalise(error: str) -> str:
-    """The error with what varies between occurrences replaced by placeholders."""
-    text = error
+    """The error with what varies between occurrences replaced by placeholders.
+
+    Only its head is looked at: that is where two failures differ in kind,
+    and each pass costs in proportion to the text.
+    """
+    text = error[:NORMALISE_CHARS]
     for pattern, placeholder in _COMPILED:
         if placeholder == _HEX:
             text = pattern.sub(_hex, text)

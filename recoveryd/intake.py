@@ -42,7 +42,7 @@ from recoveryd.records import (
 )
 from recoveryd.runtime import Runtime
 from recoveryd.schedule import Decision, decide, next_attempt
-from recoveryd.scripts import Scripts
+from recoveryd.scripts import Scripts, queue_script
 from recoveryd.wake import Alarm
 
 __all__ = ["Intake", "Outcome"]
@@ -95,6 +95,8 @@ class _Batch:
     silences: Silences = field(default_factory=lambda: Silences(()))
     # What is logged after the commit, a few lines a batch at most.
     given_up: list[str] = field(default_factory=list)
+    # Scheduled records, written by one script call at commit.
+    scheduled: list[list[_Field]] = field(default_factory=list)
     parked: list[str] = field(default_factory=list)
 
 
@@ -318,14 +320,14 @@ class Intake:
         decision: Decision,
         batch: _Batch,
     ) -> None:
-        keys = runtime.keys
-        task_key = keys.task(task_id)
         fields |= {"state": Outcome.SCHEDULED, "due": decision.due_ms}
-        pipe.hset(task_key, mapping=fields)
-        pipe.hdel(task_key, "manual")
         ttl_ms = round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000)
-        pipe.pexpire(task_key, ttl_ms)
-        pipe.zadd(keys.retry, {task_id: decision.due_ms})
+        entry: list[_Field] = [task_id, decision.due_ms, ttl_ms]
+        for name, value in fields.items():
+            # As text, as HSET would store it: a Lua number would not keep
+            # 0.95 as "0.95".
+            entry += (name, value if isinstance(value, str | bytes) else str(value))
+        batch.scheduled.append(entry)
         batch.tally[Outcome.SCHEDULED] += 1
         batch.history[Outcome.SCHEDULED] += 1
         if batch.first_due_ms is None or decision.due_ms < batch.first_due_ms:
@@ -475,6 +477,11 @@ class Intake:
         self, pipe: Pipeline, runtime: Runtime, inflight: str, batch: _Batch
     ) -> None:
         keys = runtime.keys
+        if batch.scheduled:
+            packed = msgspec.msgpack.encode(batch.scheduled)
+            queue_script(
+                pipe, self._scripts.schedule, [keys.retry], [keys.task_prefix, packed]
+            )
         pipe.delete(inflight)
         for counter, count in batch.tally.items():
             pipe.hincrby(keys.stats, counter, count)

@@ -53,7 +53,7 @@ from recoveryd.notifiers.secrets import missing_secrets
 from recoveryd.notifiers.sms import SmsChannel
 from recoveryd.pause import KEPT_CHANNEL, Silences
 from recoveryd.records import User
-from recoveryd.scripts import Scripts
+from recoveryd.scripts import Scripts, queue_script
 from recoveryd.wake import Alarm
 
 __all__ = [
@@ -194,10 +194,7 @@ def _enqueue_grouped(
         " ".join(channels),
         *members,
     ]
-    # Queued in the transaction by SHA; the pipeline loads the script first
-    # if Redis lost it (a restart), since it is registered here.
-    cast(set[AsyncScript], pipe.scripts).add(script)
-    pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+    queue_script(pipe, script, script_keys, args)
 
 
 def open_channels(config: Config, redis: Redis, keys: Keys) -> dict[str, Channel]:
