@@ -15,8 +15,21 @@ EXAMPLE = Path(__file__).parents[1] / "recoveryd.toml"
 
 def test_the_example_config_is_valid():
     config = load_config(EXAMPLE)
-    assert "payment" in config.categories
     assert config.categories["recoverable_network"].base_delay_s == 30
+
+
+def test_the_commented_operator_example_works_when_uncommented():
+    text = EXAMPLE.read_text()
+    start = text.index("# [categories.payment]")
+    end = text.index("[notify]\n")
+    example = "\n".join(
+        line.removeprefix("# ")
+        for line in text[start:end].splitlines()
+        if not line.startswith("# # ")
+    )
+    config = parse_config(example)
+    assert config.categories["payment"].action == "notify"
+    assert config.patterns[0].error_types == ["stripe.error.CardError", "CardError"]
 
 
 @pytest.mark.parametrize(
