@@ -94,7 +94,7 @@ class EmbeddedRedis:
             return running
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = self._port()
         self.url = f"redis://127.0.0.1:{port}/0"
         self._process = subprocess.Popen(
             [
@@ -124,6 +124,18 @@ class EmbeddedRedis:
         self._wait_ready()
         _url_file(self.dir.parent).write_text(self.url + "\n")
         return self.url
+
+    def _port(self) -> int:
+        """The port used last time if it is free, so the address stays put."""
+        remembered = self.dir / "port"
+        try:
+            port = int(remembered.read_text())
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", port))
+        except (OSError, ValueError):
+            port = _free_port()
+        remembered.write_text(f"{port}\n")
+        return port
 
     def _wait_ready(self) -> None:
         assert self.url is not None and self._process is not None

@@ -76,3 +76,16 @@ def test_commands_say_when_no_redis_is_there(tmp_path):
     assert "start `recoveryd run` first" in result.stderr
     assert "Traceback" not in result.stderr
     assert os.path.isdir(tmp_path) and not (tmp_path / "state" / "redis").exists()
+
+
+def test_the_embedded_redis_keeps_its_port_across_restarts(tmp_path):
+    from recoveryd.embedded import EmbeddedRedis
+
+    first = EmbeddedRedis(tmp_path)
+    url = first.start()
+    first.stop()
+    second = EmbeddedRedis(tmp_path)
+    try:
+        assert second.start() == url
+    finally:
+        second.stop()
