@@ -30,7 +30,7 @@ from recoveryd.dispatch import DispatchLoop
 from recoveryd.embedded import EmbeddedRedis
 from recoveryd.housekeeping import Housekeeping
 from recoveryd.intake import Intake
-from recoveryd.jobs import Context, JobRunner, upkeep_jobs
+from recoveryd.jobs import Context, JobBusy, JobRunner, upkeep_jobs
 from recoveryd.metrics import METRICS
 from recoveryd.notifiers import Channel
 from recoveryd.notify import DeliveryLoop, GroupFlusher, limits_for, open_channels
@@ -86,7 +86,9 @@ class Daemon:
             self.wakeup.alarm("retry"),
             self.link,
             batch=self.runtime.config.retry.dispatch_batch,
+            on_dead=self._scan_soon,
         )
+        self._scan_wanted = anyio.Event()
         self.housekeeping = Housekeeping(
             self.redis, self.scripts, lambda: self.runtime, self.link
         )
@@ -160,7 +162,9 @@ class Daemon:
         supervise(tg, "heartbeat", self.consumers.run)
         supervise(tg, "dispatch", self.dispatcher.run)
         supervise(tg, "housekeeping", self.housekeeping.run)
-        supervise(tg, "jobs", self._job_runner().run)
+        jobs = self._job_runner()
+        supervise(tg, "jobs", jobs.run)
+        supervise(tg, "scan on demand", lambda: self._scan_on_demand(jobs))
         tg.start_soon(self._run_intake, name="intake")
         tg.start_soon(self._run_channels, name="channels")
 
@@ -203,6 +207,22 @@ class Daemon:
             repeat_s=settings.repeat_every_s,
         )
         supervise(tg, "groups", flusher.run)
+
+    def _scan_soon(self) -> None:
+        """Ask for a scan now: tasks died where their notice could not be queued."""
+        self._scan_wanted.set()
+
+    async def _scan_on_demand(self, jobs: JobRunner) -> None:
+        while True:
+            await self._scan_wanted.wait()
+            self._scan_wanted = anyio.Event()
+            try:
+                await jobs.run_now("scan")
+            except JobBusy:
+                pass  # running elsewhere right now: that run finds them
+            except REDIS_AWAY as exc:
+                await self.link.wait_out(exc, "scan")
+                self._scan_wanted.set()
 
     def _job_runner(self) -> JobRunner:
         """Scan, analysis, adaptive backoff: once per period across daemons."""

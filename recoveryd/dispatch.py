@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -64,6 +65,7 @@ class DispatchLoop:
         link: Link,
         *,
         batch: int,
+        on_dead: Callable[[], None] = lambda: None,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
@@ -71,6 +73,9 @@ class DispatchLoop:
         self._alarm = alarm
         self._link = link
         self.batch = batch
+        # Called when the script moved tasks to the dead set: the script
+        # cannot queue their notifications itself, the scan can.
+        self._on_dead = on_dead
         self.dispatched = 0
 
     async def run(self) -> None:
@@ -118,4 +123,5 @@ class DispatchLoop:
                 "%d due tasks name a queue that is not a list; moved to the dead set",
                 result.unpushable,
             )
+            self._on_dead()
         return result
