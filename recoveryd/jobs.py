@@ -185,6 +185,10 @@ class JobRunner:
         self.clock = clock or RedisClock(redis)
         self._link = link or Link()
         self._lease_ms = lease_ms
+        # One run of a job at a time in this process: the lease is per
+        # daemon, so it would let the periodic run and a run asked for now
+        # overlap here.
+        self._running: dict[str, anyio.Lock] = {}
         self.ran: list[JobResult] = []
 
     async def run(self) -> None:
@@ -240,6 +244,10 @@ class JobRunner:
         return _Claim(granted=bool(int(reply[0])), at_ms=float(reply[1]))
 
     async def _run(self, job: Job, started_ms: int) -> JobResult:
+        async with self._running.setdefault(job.name, anyio.Lock()):
+            return await self._run_alone(job, started_ms)
+
+    async def _run_alone(self, job: Job, started_ms: int) -> JobResult:
         log.info("running the %s job", job.name)
         outcome: JobResult | Exception
         async with anyio.create_task_group() as tg:
