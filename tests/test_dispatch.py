@@ -57,5 +57,7 @@ def test_a_queue_that_is_not_a_list_does_not_block_the_rest(r, keys, start_daemo
     wait_for(lambda: "queue that is not a list" in daemon.log(), what="the warning")
     # The admin hears at once, not at the next periodic scan.
     alerts = daemon.config.parent / "state" / "admin_alerts.log"
-    wait_for(lambda: alerts.exists() and '"task_id":"bad"' in alerts.read_text(),
-             what="the dead task's alert")
+    wait_for(
+        lambda: alerts.exists() and '"task_id":"bad"' in alerts.read_text(),
+        what="the dead task's alert",
+    )
