@@ -284,29 +284,37 @@ async def test_with_the_limit_reached_deliveries_wait_for_a_free_place(
     assert r.zcard(keys.outbox("email")) == 1
 
 
-async def test_failed_delivery_is_retried_then_recorded_as_undeliverable(
-    client, scripts, r
-):
-    sms = Recorder("sms", fail=True)
+async def until_undeliverable(
+    client: Redis, scripts: Scripts, channel: Recorder, max_attempts: int
+) -> Notification:
+    """Run ``channel``'s loop on one delivery until it is given up; the notice."""
     alert_log = Recorder("alert_log")
-    await put(client, "sms", [notification(task_id="t-sms")])
+    await put(client, channel.name, [notification(task_id=f"t-{channel.name}")])
     loop = DeliveryLoop(
         client,
         scripts,
         Keys(),
-        sms,
-        Alarm("outbox:sms"),
+        channel,
+        Alarm(f"outbox:{channel.name}"),
         Link(),
-        limits=Limits(max_attempts=3, base_delay_s=0.05, max_delay_s=0.1),
+        limits=Limits(max_attempts=max_attempts, base_delay_s=0.05, max_delay_s=0.1),
         fallback=alert_log,
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(loop.run)
         await alert_log.wait_for(1)
-        await drained(client, "sms")
+        await drained(client, channel.name)
         tg.cancel_scope.cancel()
-
     [notice] = alert_log.sent
+    return notice
+
+
+async def test_failed_delivery_is_retried_then_recorded_as_undeliverable(
+    client, scripts, r
+):
+    notice = await until_undeliverable(
+        client, scripts, Recorder("sms", fail=True), max_attempts=3
+    )
     assert notice.type == "undeliverable"
     assert "3 tries" in notice.description and "sms is down" in notice.description
     assert r.zcard(Keys().outbox("sms")) == 0
@@ -335,23 +343,6 @@ class Buggy(Recorder):
 
 
 async def test_a_channel_bug_ends_as_undeliverable_not_a_stuck_loop(client, scripts, r):
-    email = Buggy("email")
-    alert_log = Recorder("alert_log")
-    await put(client, "email", [notification(task_id="bad")])
-    loop = DeliveryLoop(
-        client,
-        scripts,
-        Keys(),
-        email,
-        Alarm("outbox:email"),
-        Link(),
-        limits=Limits(max_attempts=2, base_delay_s=0.05, max_delay_s=0.1),
-        fallback=alert_log,
-    )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(loop.run)
-        await alert_log.wait_for(1)
-        await drained(client, "email")
-        tg.cancel_scope.cancel()
-    [notice] = alert_log.sent
+    notice = await until_undeliverable(client, scripts, Buggy("email"), max_attempts=2)
     assert notice.type == "undeliverable" and "linefeed" in notice.description
+    assert r.zcard(Keys().outbox("email")) == 0
