@@ -172,19 +172,22 @@ def test_stalled_smtp_server_delays_neither_sms_nor_push(
     assert push_provider.requests[0].headers["Authorization"] == f"Bearer {PUSH_TOKEN}"
 
 
+def refused_push(r, keys, start_daemon, http_provider, task_id: str):
+    """A daemon whose push provider answers 500, and one push on its way there."""
+    provider = http_provider(status=500)
+    config = notify_toml(push_url=provider.url) + PUSH_ONLY
+    daemon = start_daemon(config, env=SECRETS_ENV)
+    push(
+        r, keys, task="t", id=task_id, error=ODD_ERROR, user={"id": "u-1", "push": "u1"}
+    )
+    return daemon, provider, config
+
+
 def test_provider_answering_500_gets_it_after_a_restart(
     r, keys, start_daemon, http_provider
 ):
-    provider = http_provider(status=500)
-    config = notify_toml(push_url=provider.url) + PUSH_ONLY
-    first = start_daemon(config, env=SECRETS_ENV)
-    push(
-        r,
-        keys,
-        task="t",
-        id="t-500",
-        error=ODD_ERROR,
-        user={"id": "u-1", "push": "u1"},
+    first, provider, config = refused_push(
+        r, keys, start_daemon, http_provider, "t-500"
     )
     wait_for(lambda: len(provider.requests) >= 2, what="two refused tries")
     assert first.stop() == 0
@@ -348,17 +351,7 @@ def test_check_config_names_a_channel_missing_its_secret(tmp_path):
 def test_a_silence_also_quiets_what_was_already_waiting(
     r, keys, start_daemon, http_provider
 ):
-    provider = http_provider(status=500)
-    config = notify_toml(push_url=provider.url) + PUSH_ONLY
-    daemon = start_daemon(config, env=SECRETS_ENV)
-    push(
-        r,
-        keys,
-        task="t",
-        id="t-quiet",
-        error=ODD_ERROR,
-        user={"id": "u-1", "push": "u1"},
-    )
+    daemon, provider, _ = refused_push(r, keys, start_daemon, http_provider, "t-quiet")
     wait_for(lambda: provider.requests, what="a refused try")
 
     silenced = cli(daemon.config, "silence", "category:alerting", "--for", "1h")
