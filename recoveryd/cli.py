@@ -449,13 +449,13 @@ def _submit_ok(args: argparse.Namespace, config: Config) -> int:
 def _since_ms(client: redis.Redis, since: str | None) -> int | None:
     """Epoch ms from "2h" (that long ago) or an RFC 3339 time."""
     from recoveryd.config import parse_duration
-    from recoveryd.pause import redis_now_ms
+    from recoveryd.connection import time_ms_sync
     from recoveryd.records import parse_failed_at
 
     if since is None:
         return None
     try:
-        return redis_now_ms(client) - round(parse_duration(since) * 1000)
+        return time_ms_sync(client) - round(parse_duration(since) * 1000)
     except ValueError:
         pass
     try:

@@ -13,6 +13,7 @@ import random
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import redis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -25,7 +26,14 @@ from redis.exceptions import (
 
 from recoveryd.metrics import METRICS
 
-__all__ = ["REDIS_AWAY", "Link", "connect", "redact_url"]
+__all__ = [
+    "REDIS_AWAY",
+    "Link",
+    "connect",
+    "redact_url",
+    "time_ms",
+    "time_ms_sync",
+]
 
 # Errors that mean Redis is away for now (down, unreachable, loading, a
 # replica during failover): loops wait these out. Any other Redis error is
@@ -60,6 +68,21 @@ def connect(
         retry_on_error=[ConnectionError, TimeoutError, BusyLoadingError],
     )
     return client
+
+
+async def time_ms(client: Redis) -> int:
+    """Redis's clock (``TIME``) in ms: the one all daemons agree on."""
+    return _ms(await client.time())
+
+
+def time_ms_sync(client: redis.Redis) -> int:
+    """`time_ms`, for the command line's synchronous client."""
+    return _ms(client.time())
+
+
+def _ms(reply: tuple[int, int]) -> int:
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def redact_url(url: str) -> str:

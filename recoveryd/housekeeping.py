@@ -12,7 +12,7 @@ from collections.abc import Callable
 import anyio
 from redis.asyncio import Redis
 
-from recoveryd.connection import REDIS_AWAY, Link
+from recoveryd.connection import REDIS_AWAY, Link, time_ms
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 
@@ -50,7 +50,7 @@ class Housekeeping:
         """Trim the dead set by age and count, and the invalid list by count."""
         runtime = self._runtime()
         keys, config = runtime.keys, runtime.config
-        now_ms = await self._now_ms()
+        now_ms = await time_ms(self._redis)
         oldest_ms = now_ms - round(config.dead.max_age_s * 1000)
         by_age, by_count = await self._scripts.trim_dead(
             keys=[keys.dead, keys.stats],
@@ -72,7 +72,3 @@ class Housekeeping:
         if invalid:
             log.info("evicted %d parked invalid records over the limit", invalid)
         return int(by_age), int(by_count), invalid
-
-    async def _now_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000

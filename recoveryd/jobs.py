@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from recoveryd import adaptive, analysis, scan
 from recoveryd.config import Config, ScheduleSettings
-from recoveryd.connection import REDIS_AWAY, Link, connect
+from recoveryd.connection import REDIS_AWAY, Link, connect, time_ms
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 
@@ -80,8 +80,7 @@ class RedisClock:
         self._redis = redis
 
     async def now_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        return await time_ms(self._redis)
 
 
 class JobResult(msgspec.Struct, kw_only=True):

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, WatchError
 
 from recoveryd.categories import CategorySettings
 from recoveryd.config import Config, NotifySettings
-from recoveryd.connection import REDIS_AWAY, Link
+from recoveryd.connection import REDIS_AWAY, Link, time_ms
 from recoveryd.grouping import SAMPLE_IDS, GroupState, fingerprint, plan
 from recoveryd.keys import Keys
 from recoveryd.notification import (
@@ -281,8 +281,7 @@ class GroupFlusher:
         Returns the time used and when the next window ends (inf: none open).
         """
         if now_ms is None:
-            seconds, micros = await self._redis.time()
-            now_ms = seconds * 1000 + micros // 1000
+            now_ms = await time_ms(self._redis)
         due = await self._redis.zrangebyscore(
             self._keys.groups, "-inf", now_ms, start=0, num=GROUP_BATCH
         )

@@ -25,6 +25,7 @@ import msgspec
 import re2
 import redis
 
+from recoveryd.connection import time_ms_sync
 from recoveryd.keys import Keys
 from recoveryd.notification import Notification
 from recoveryd.scripts import RELEASE
@@ -42,7 +43,6 @@ __all__ = [
     "list_silences",
     "parse_matcher",
     "pause",
-    "redis_now_ms",
     "resume",
     "silence",
     "unsilence",
@@ -84,11 +84,6 @@ class Released(msgspec.Struct, kw_only=True):
     rate: float
 
 
-def redis_now_ms(client: redis.Redis) -> int:
-    seconds, micros = cast(tuple[int, int], client.time())
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 def parse_matcher(
     text: str, kinds: Sequence[str], categories: Iterable[str] = ()
 ) -> str:
@@ -111,7 +106,7 @@ def parse_matcher(
 
 def pause(client: redis.Redis, keys: Keys, matcher: str, reason: str = "") -> bool:
     """Hold the retries ``matcher`` names; False if it was paused already."""
-    details = {"since_ms": redis_now_ms(client), "reason": reason}
+    details = {"since_ms": time_ms_sync(client), "reason": reason}
     added = client.hsetnx(keys.paused, matcher, msgspec.json.encode(details).decode())
     return bool(added)
 
@@ -125,7 +120,7 @@ def resume(client: redis.Redis, keys: Keys, matcher: str, *, rate: float) -> Rel
     if not lifted and not client.exists(held):
         raise PauseError(f"{matcher} is not paused")
 
-    start_ms = redis_now_ms(client)
+    start_ms = time_ms_sync(client)
     interval_ms = 1000.0 / rate
     released = dropped = 0
     last_due: float = -1
@@ -188,7 +183,7 @@ def silence(
     """Quiet the notifications ``matcher`` names for ``for_s`` seconds."""
     if for_s <= 0:
         raise PauseError("a silence needs a duration above zero, e.g. --for 2h")
-    now_ms = redis_now_ms(client)
+    now_ms = time_ms_sync(client)
     item = Silence(
         matcher=matcher,
         since_ms=now_ms,
@@ -207,7 +202,7 @@ def unsilence(client: redis.Redis, keys: Keys, matcher: str) -> bool:
 def list_silences(client: redis.Redis, keys: Keys) -> list[Silence]:
     """Silences in force; those that have run out are removed on the way."""
     raw = cast(dict[bytes, bytes], client.hgetall(keys.silences))
-    now_ms = redis_now_ms(client)
+    now_ms = time_ms_sync(client)
     silences = Silences.from_hash(raw, now_ms)
     expired = [k.decode() for k in raw if k.decode() not in silences.matchers]
     if expired:

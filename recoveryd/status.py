@@ -13,6 +13,7 @@ import redis
 
 from recoveryd.adaptive import Delay, current_delays
 from recoveryd.config import Config
+from recoveryd.connection import time_ms_sync
 from recoveryd.consumers import is_dead
 from recoveryd.jobs import JOB_NAMES
 from recoveryd.keys import Keys
@@ -75,8 +76,7 @@ def _read_jobs(client: redis.Redis, keys: Keys) -> dict[str, dict[str, str]]:
 
 
 def _read_counts(client: redis.Redis, keys: Keys) -> Status:
-    seconds, micros = cast(tuple[int, int], client.time())
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = time_ms_sync(client)
     beats = cast(dict[bytes, bytes], client.hgetall(keys.consumers))
     consumers = {k.decode(): int(v) for k, v in beats.items()}
     alive = sorted(c for c, beat in consumers.items() if not is_dead(c, beat, now_ms))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recoveryd.config import parse_config
-from recoveryd.connection import Link
+from recoveryd.connection import Link, time_ms_sync
 from recoveryd.dispatch import DispatchLoop
 from recoveryd.intake import Intake
 from recoveryd.manual import retry_dead, retry_task, select_dead
@@ -24,7 +24,6 @@ from recoveryd.pause import (
     Silences,
     parse_matcher,
     pause,
-    redis_now_ms,
     resume,
     silence,
 )
@@ -60,7 +59,7 @@ def backlog(r, keys, count: int, due_ms: int) -> None:
 
 
 async def test_a_manual_retry_overtakes_a_backlog_of_100000(r, ar, keys):
-    now_ms = redis_now_ms(r)
+    now_ms = time_ms_sync(r)
     backlog(r, keys, 100_000, now_ms - 60_000)
     add_task(r, keys, "urgent", queue="q:urgent")
     r.zadd(keys.dead, {"urgent": now_ms - 3_600_000})
@@ -136,7 +135,7 @@ def test_retry_dead_is_paced_at_the_rate_asked(r, keys):
 
 
 async def test_a_paused_category_is_held_then_released_paced(r, ar, keys):
-    now_ms = redis_now_ms(r)
+    now_ms = time_ms_sync(r)
     for i in range(5):
         add_task(r, keys, f"n{i}")
         r.zadd(keys.retry, {f"n{i}": now_ms - 1_000 + i})
@@ -167,7 +166,7 @@ async def test_a_paused_category_is_held_then_released_paced(r, ar, keys):
 
 
 async def test_a_paused_task_is_held_but_its_category_flows(r, ar, keys):
-    now_ms = redis_now_ms(r)
+    now_ms = time_ms_sync(r)
     add_task(r, keys, "x1", task="payments.charge")
     add_task(r, keys, "x2", task="orders.sync")
     r.zadd(keys.retry, {"x1": now_ms - 10, "x2": now_ms - 10})
