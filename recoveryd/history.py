@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from recoveryd.keys import Keys
+from recoveryd.writes import Writes
 
 __all__ = [
     "BUCKET_MS",
@@ -69,7 +70,11 @@ def bucket_of(epoch_ms: int) -> int:
 
 
 def write(
-    pipe: Pipeline, keys: Keys, now_ms: int, counts: Counter[str], ids: list[str]
+    pipe: Pipeline | Writes,
+    keys: Keys,
+    now_ms: int,
+    counts: Counter[str],
+    ids: list[str],
 ) -> None:
     """Add one batch's counts and task ids to the current minute, in ``pipe``."""
     minute = bucket_of(now_ms)

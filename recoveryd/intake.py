@@ -3,10 +3,11 @@
 Records move from the failures list to this daemon's in-flight list in one
 atomic step, a batch at a time. Each is decoded, classified and given an
 outcome (scheduled, dead or notified; parked as invalid if it is not a
-record), and the whole batch's outcomes are committed in one transaction
-that also empties the in-flight list. A daemon killed at any point leaves
-its batch in flight, and the batch is taken again, whole, by whichever
-daemon recovers it; so each record gets exactly one outcome.
+record), and the whole batch's outcomes are committed in one script call
+that also empties the in-flight list (see `recoveryd.writes`). A daemon
+killed at any point leaves its batch in flight, and the batch is taken
+again, whole, by whichever daemon recovers it; so each record gets exactly
+one outcome.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from typing import Any, cast
 import anyio
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from recoveryd import adaptive, notify
 from recoveryd import history as minutes
@@ -42,8 +41,9 @@ from recoveryd.records import (
 )
 from recoveryd.runtime import Runtime
 from recoveryd.schedule import Decision, decide, next_attempt
-from recoveryd.scripts import Scripts, queue_script
+from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
+from recoveryd.writes import Writes
 
 __all__ = ["Intake", "Outcome"]
 
@@ -95,8 +95,6 @@ class _Batch:
     silences: Silences = field(default_factory=lambda: Silences(()))
     # What is logged after the commit, a few lines a batch at most.
     given_up: list[str] = field(default_factory=list)
-    # Scheduled records, written by one script call at commit.
-    scheduled: list[list[_Field]] = field(default_factory=list)
     parked: list[str] = field(default_factory=list)
 
 
@@ -184,17 +182,12 @@ class Intake:
         records = [item for item in items if not isinstance(item, InvalidRecord)]
         batch = _Batch(now_ms=now_ms)
         known = await self._recall(runtime, records, batch)
+        writes = Writes()
+        for raw, item in zip(raws, items, strict=True):
+            self._one(writes, runtime, raw, item, known, batch)
+        self._finish(writes, runtime, batch)
         inflight = runtime.keys.inflight(self._consumer)
-
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(inflight)
-                pipe.multi()
-                for raw, item in zip(raws, items, strict=True):
-                    self._one(pipe, runtime, raw, item, known, batch)
-                self._finish(pipe, runtime, inflight, batch)
-                await pipe.execute()
-        except WatchError:
+        if not await writes.commit(self._scripts, inflight, len(raws)):
             # Another daemon judged this one dead and took the batch back;
             # it will be handled there, so nothing here is committed.
             log.warning(
@@ -208,34 +201,32 @@ class Intake:
 
     def _one(
         self,
-        pipe: Pipeline,
+        writes: Writes,
         runtime: Runtime,
         raw: bytes,
         item: FailureRecord | SuccessReport | InvalidRecord,
         known: dict[str, _Known],
         batch: _Batch,
     ) -> None:
-        """Add one record's outcome to the batch's transaction.
+        """Add one record's outcome to the batch's writes.
 
-        A record that trips a bug is parked with the error, its half-written
-        commands dropped: otherwise it would fail its batch again at every
-        try and hold up every record behind it.
+        A record that trips a bug is parked with the error, its half-made
+        writes dropped: otherwise it would fail its batch again at every try
+        and hold up every record behind it.
         """
-        mark = len(pipe)
+        mark = len(writes)
         try:
             if isinstance(item, InvalidRecord):
-                self._park(pipe, runtime, raw, item, batch)
+                self._park(writes, runtime, raw, item, batch)
             elif isinstance(item, SuccessReport):
-                self._succeeded(pipe, runtime, item, known, batch)
+                self._succeeded(writes, runtime, item, known, batch)
             else:
-                self._handle(pipe, runtime, raw, item, known, batch)
+                self._handle(writes, runtime, raw, item, known, batch)
         except Exception as exc:
             log.exception("parking a record that could not be handled")
-            # redis-py keeps queued commands in this list; there is no API
-            # to take some back.
-            del pipe.command_stack[mark:]
+            writes.drop_from(mark)
             reason = f"recoveryd could not handle it: {type(exc).__name__}: {exc}"
-            self._park(pipe, runtime, raw, InvalidRecord(reason=reason[:500]), batch)
+            self._park(writes, runtime, raw, InvalidRecord(reason=reason[:500]), batch)
 
     async def _recall(
         self,
@@ -247,14 +238,12 @@ class Intake:
         if not ids:
             return {}
         keys = runtime.keys
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hmget(keys.task(task_id), _RECALLED)
-            pipe.hgetall(keys.base_delays)
-            pipe.hgetall(keys.silences)
-            *replies, delays, silences = await pipe.execute()
-        batch.base_delays = adaptive.effective_delays(delays, runtime.config)
-        batch.silences = Silences.from_hash(silences, batch.now_ms)
+        delays, silences, *replies = await self._scripts.recall(
+            keys=[keys.base_delays, keys.silences],
+            args=[keys.task_prefix, *_RECALLED, "", *ids],
+        )
+        batch.base_delays = adaptive.effective_delays(_pairs(delays), runtime.config)
+        batch.silences = Silences.from_hash(_pairs(silences), batch.now_ms)
         known: dict[str, _Known] = {}
         for task_id, fields in zip(ids, replies, strict=True):
             if fields[0] is not None:
@@ -263,7 +252,7 @@ class Intake:
 
     def _handle(
         self,
-        pipe: Pipeline,
+        writes: Writes,
         runtime: Runtime,
         raw: bytes,
         record: FailureRecord,
@@ -297,10 +286,10 @@ class Intake:
         _count(batch, record, classification, past)
         past.state = None
         if decision.retry:
-            self._schedule(pipe, runtime, record.task_id, fields, decision, batch)
+            self._schedule(writes, runtime, record.task_id, fields, decision, batch)
         else:
             self._give_up(
-                pipe,
+                writes,
                 runtime,
                 raw,
                 record,
@@ -313,7 +302,7 @@ class Intake:
 
     def _schedule(
         self,
-        pipe: Pipeline,
+        writes: Writes,
         runtime: Runtime,
         task_id: str,
         fields: dict[str, _Field],
@@ -321,13 +310,15 @@ class Intake:
         batch: _Batch,
     ) -> None:
         fields |= {"state": Outcome.SCHEDULED, "due": decision.due_ms}
-        ttl_ms = round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000)
-        entry: list[_Field] = [task_id, decision.due_ms, ttl_ms]
-        for name, value in fields.items():
-            # As text, as HSET would store it: a Lua number would not keep
-            # 0.95 as "0.95".
-            entry += (name, value if isinstance(value, str | bytes) else str(value))
-        batch.scheduled.append(entry)
+        keys = runtime.keys
+        writes.schedule(
+            keys.retry,
+            keys.task(task_id),
+            task_id,
+            due_ms=decision.due_ms,
+            ttl_ms=round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000),
+            fields=fields,
+        )
         batch.tally[Outcome.SCHEDULED] += 1
         batch.history[Outcome.SCHEDULED] += 1
         if batch.first_due_ms is None or decision.due_ms < batch.first_due_ms:
@@ -335,7 +326,7 @@ class Intake:
 
     def _give_up(
         self,
-        pipe: Pipeline,
+        writes: Writes,
         runtime: Runtime,
         raw: bytes,
         record: FailureRecord,
@@ -362,10 +353,10 @@ class Intake:
             # The scan re-sends the notification of a dead task without one.
             "alerted_at": batch.now_ms,
         }
-        pipe.hset(task_key, mapping=fields)
+        writes.hset(task_key, mapping=fields)
         # The dead set owns the task now; it is trimmed by age and count.
-        pipe.persist(task_key)
-        pipe.zadd(keys.dead, {record.task_id: batch.now_ms})
+        writes.persist(task_key)
+        writes.zadd(keys.dead, {record.task_id: batch.now_ms})
         batch.tally[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
         batch.history[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
         batch.given_up.append(
@@ -400,19 +391,18 @@ class Intake:
             if len(quiet) < len(channels):
                 batch.history["silenced"] += 1
             notify.enqueue(
-                pipe,
+                writes,
                 keys,
                 message,
                 quiet,
                 batch.now_ms,
-                scripts=self._scripts,
                 window_ms=round(runtime.config.notify.group_window_s * 1000),
             )
         batch.outbox_due = True
 
     def _succeeded(
         self,
-        pipe: Pipeline,
+        writes: Writes,
         runtime: Runtime,
         report: SuccessReport,
         known: dict[str, _Known],
@@ -429,10 +419,10 @@ class Intake:
         if past.state == "dispatched":
             category = past.category or "unknown"
             past.state = Outcome.RECOVERED
-            pipe.hset(
+            writes.hset(
                 task_key, mapping={"state": past.state, "recovered_at": batch.now_ms}
             )
-            pipe.zrem(keys.watch, task_id)
+            writes.zrem(keys.watch, task_id)
             batch.tally[Outcome.RECOVERED] += 1
             batch.history.update(
                 ("recovered", f"recovered:{category}", f"reported_ok:{category}")
@@ -441,15 +431,17 @@ class Intake:
         # It succeeded on its own, while a retry was pending or after it was
         # given up: that retry is not needed, and it is no longer dead.
         past.state = Outcome.SUCCEEDED
-        pipe.hset(task_key, mapping={"state": past.state, "succeeded_at": batch.now_ms})
-        pipe.zrem(keys.retry, task_id)
-        pipe.zrem(keys.dead, task_id)
-        pipe.pexpire(task_key, round(runtime.config.retry.task_ttl_s * 1000))
+        writes.hset(
+            task_key, mapping={"state": past.state, "succeeded_at": batch.now_ms}
+        )
+        writes.zrem(keys.retry, task_id)
+        writes.zrem(keys.dead, task_id)
+        writes.pexpire(task_key, round(runtime.config.retry.task_ttl_s * 1000))
         log.info("task %s reported a success; its retry is cancelled", task_id)
 
     def _park(
         self,
-        pipe: Pipeline,
+        writes: Writes,
         runtime: Runtime,
         raw: bytes,
         invalid: InvalidRecord,
@@ -468,26 +460,18 @@ class Intake:
             entry["raw_base64"] = base64.b64encode(kept).decode("ascii")
         if len(kept) < len(raw):
             entry["truncated"] = True
-        pipe.lpush(runtime.keys.invalid, msgspec.json.encode(entry))
+        writes.lpush(runtime.keys.invalid, msgspec.json.encode(entry))
         batch.tally[Outcome.INVALID] += 1
         batch.history[Outcome.INVALID] += 1
         batch.parked.append(invalid.reason)
 
-    def _finish(
-        self, pipe: Pipeline, runtime: Runtime, inflight: str, batch: _Batch
-    ) -> None:
+    def _finish(self, writes: Writes, runtime: Runtime, batch: _Batch) -> None:
         keys = runtime.keys
-        if batch.scheduled:
-            packed = msgspec.msgpack.encode(batch.scheduled)
-            queue_script(
-                pipe, self._scripts.schedule, [keys.retry], [keys.task_prefix, packed]
-            )
-        pipe.delete(inflight)
         for counter, count in batch.tally.items():
-            pipe.hincrby(keys.stats, counter, count)
-        minutes.write(pipe, keys, batch.now_ms, batch.history, batch.ids)
+            writes.hincrby(keys.stats, counter, count)
+        minutes.write(writes, keys, batch.now_ms, batch.history, batch.ids)
         if batch.first_due_ms is not None:
-            pipe.publish(keys.wake, f"retry {batch.first_due_ms}")
+            writes.publish(keys.wake, f"retry {batch.first_due_ms}")
 
 
 def _count(
@@ -560,6 +544,11 @@ def _history_entry(
 
 # What intake reads back of a task it has seen before.
 _RECALLED = ["attempt", "history", "state", "category", "pattern", "failed_at", "error"]
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A hash as HGETALL gives it to a script: names and values in turn."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _known(fields: list[bytes | None]) -> _Known:

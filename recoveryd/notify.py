@@ -1,9 +1,9 @@
 """Notification delivery: routing, grouping, the durable outbox and its loops.
 
-A notification is written to the outbox in the same Redis transaction that
-commits the failure's outcome, one entry per channel, so it can never be
-lost between the two; with grouping on, a script in that transaction sends
-the first of a group and only counts the rest (see `recoveryd.grouping`),
+A notification is written to the outbox in the same step that commits the
+failure's outcome (see `recoveryd.writes`), one entry per channel, so it
+can never be lost between the two; with grouping on, that step sends the
+first of a group and only counts the rest (see `recoveryd.grouping`),
 and `GroupFlusher` sends the summaries when windows end. Each channel has
 its own outbox and its own loop: a stalled or failing channel delays only
 itself. A delivery is claimed with a lease; a daemon killed mid-send leaves
@@ -20,13 +20,12 @@ import math
 import uuid
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import anyio
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, WatchError
 
 from recoveryd.categories import CategorySettings
@@ -53,8 +52,9 @@ from recoveryd.notifiers.secrets import missing_secrets
 from recoveryd.notifiers.sms import SmsChannel
 from recoveryd.pause import KEPT_CHANNEL, Silences
 from recoveryd.records import User
-from recoveryd.scripts import Scripts, queue_script
+from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
+from recoveryd.writes import Writes
 
 __all__ = [
     "DeliveryLoop",
@@ -140,36 +140,35 @@ def _reaches(user: User | None, channel: str) -> bool:
 
 
 def enqueue(
-    pipe: Pipeline,
+    out: Pipeline | Writes,
     keys: Keys,
     notification: Notification,
     channels: Sequence[str],
     now_ms: int,
     *,
-    scripts: Scripts | None = None,
     window_ms: int = 0,
 ) -> None:
-    """Add one delivery per channel to the outbox, inside ``pipe``'s transaction.
+    """Add one delivery per channel to the outbox, with ``out``'s other writes.
 
-    Given the scripts and a window, the notification is grouped: it is sent
-    only if it is the first of its group within the window.
+    Given a window, the notification is grouped: it is sent only if it is
+    the first of its group within the window. Grouping is decided in Redis,
+    so it needs a `Writes` batch.
     """
     if not channels:
         return
-    if scripts is not None and window_ms > 0:
-        _enqueue_grouped(
-            pipe, scripts.group, keys, notification, channels, now_ms, window_ms
-        )
+    if window_ms > 0:
+        if not isinstance(out, Writes):
+            raise TypeError("a grouped notification is written with a Writes batch")
+        _enqueue_grouped(out, keys, notification, channels, now_ms, window_ms)
         return
     for channel in channels:
         member = _encoder.encode(Delivery(channel=channel, notification=notification))
-        pipe.zadd(keys.outbox(channel), {member: now_ms})
-        pipe.publish(keys.wake, f"outbox:{channel} {now_ms}")
+        out.zadd(keys.outbox(channel), {member: now_ms})
+        out.publish(keys.wake, f"outbox:{channel} {now_ms}")
 
 
 def _enqueue_grouped(
-    pipe: Pipeline,
-    script: AsyncScript,
+    writes: Writes,
     keys: Keys,
     notification: Notification,
     channels: Sequence[str],
@@ -178,23 +177,24 @@ def _enqueue_grouped(
 ) -> None:
     group = fingerprint(notification)
     notification.group = group
-    members = [
-        _encoder.encode(Delivery(channel=channel, notification=notification))
+    deliveries = [
+        (
+            channel,
+            keys.outbox(channel),
+            _encoder.encode(Delivery(channel=channel, notification=notification)),
+        )
         for channel in channels
     ]
-    script_keys = [keys.group(group), keys.groups, *map(keys.outbox, channels)]
-    args: list[Any] = [
-        now_ms,
-        window_ms,
-        group,
-        notification.task_id,
-        SAMPLE_IDS,
-        keys.wake,
-        _encoder.encode(notification),
-        " ".join(channels),
-        *members,
-    ]
-    queue_script(pipe, script, script_keys, args)
+    writes.group(
+        [keys.group(group), keys.groups, keys.wake],
+        now_ms=now_ms,
+        window_ms=window_ms,
+        group_id=group,
+        task_id=notification.task_id,
+        samples=SAMPLE_IDS,
+        template=_encoder.encode(notification),
+        deliveries=deliveries,
+    )
 
 
 def open_channels(config: Config, redis: Redis, keys: Keys) -> dict[str, Channel]:

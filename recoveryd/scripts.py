@@ -1,18 +1,18 @@
 """The Lua scripts: every step that must be atomic on the Redis side.
 
 Each script reads Redis's own clock (``TIME``) where it judges due times, so
-daemons on hosts whose clocks disagree never dispatch early or late. Scripts
-only touch keys passed in ``KEYS``, except re-dispatch, which pushes onto the
-application's queues named in the task (see the limitation there).
+daemons on hosts whose clocks disagree never dispatch early or late.
+
+Scripts that act on a batch of tasks (intake's commit and recall,
+re-dispatch, the scan's repairs) name the tasks' keys in their arguments,
+not in ``KEYS``, and re-dispatch pushes onto the application's queues named
+in each task. On Redis Cluster all of those keys must therefore share one
+hash slot: a prefix with a hash tag, and queues that carry the same tag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
-
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 __all__ = ["Scripts"]
@@ -37,19 +37,112 @@ local function count(stats, history_prefix, keep_ms, now_ms, name, total, by_cat
 end
 """
 
-# KEYS: retry.  ARGV: task key prefix, then one MessagePack array of entries
-# {id, due_ms, ttl_ms, field, value, field, value, ...}: each task's hash is
-# written, its expiry set and its retry scheduled. One call for a batch's
-# scheduled records costs Redis the same work as four commands each, and
-# the client a small fraction of it.
-SCHEDULE = """
-for _, entry in ipairs(cmsgpack.unpack(ARGV[2])) do
-    local task = ARGV[1] .. entry[1]
-    redis.call('HSET', task, unpack(entry, 4))
+# The writes of COMMIT that are more than one command (see recoveryd.writes).
+#
+# schedule: {'+schedule', retry, task, id, due ms, ttl ms, field, value, ...}:
+# the task's hash written and kept until ttl, its retry due at due ms.
+#
+# group: {'+group', group, open groups, wake channel, now ms, window ms,
+# group id, task id, most sample ids, notification, channel names
+# (space-separated), then outbox and delivery for each channel}. The first
+# of a group goes to the outboxes at once and opens a window; the rest are
+# only counted, with a few sample ids, for the summary at the window's end.
+_WRITES = """
+local function schedule(op)
+    local task = op[3]
+    redis.call('HSET', task, unpack(op, 7))
     redis.call('HDEL', task, 'manual')
-    redis.call('PEXPIRE', task, entry[3])
-    redis.call('ZADD', KEYS[1], entry[2], entry[1])
+    redis.call('PEXPIRE', task, op[6])
+    redis.call('ZADD', op[2], op[5], op[4])
 end
+
+local function group(op)
+    local key, now = op[2], tonumber(op[5])
+    if redis.call('EXISTS', key) == 1 then
+        if redis.call('HINCRBY', key, 'pending', 1) == 1 then
+            redis.call('HSET', key, 'since', now)
+        end
+        redis.call('HINCRBY', key, 'seen', 1)
+        redis.call('HSET', key, 'last_at', now, 'last_id', op[8])
+        local kept = tonumber(redis.call('HGET', key, 'kept') or '0')
+        if kept < tonumber(op[9]) then
+            local samples = redis.call('HGET', key, 'samples') or ''
+            if kept > 0 then samples = samples .. '\\n' end
+            redis.call('HSET', key, 'samples', samples .. op[8], 'kept', kept + 1)
+        end
+        return
+    end
+    local window_end = now + tonumber(op[6])
+    redis.call('HSET', key, 'template', op[10], 'channels', op[11],
+        'window_end', window_end, 'first_at', now, 'last_at', now,
+        'last_id', op[8], 'last_sent', now, 'since', now, 'pending', 0,
+        'seen', 0, 'summaries', 0, 'kept', 0, 'samples', '')
+    redis.call('ZADD', op[3], window_end, op[7])
+    local i = 12
+    for name in string.gmatch(op[11], '%S+') do
+        redis.call('ZADD', op[i], now, op[i + 1])
+        redis.call('PUBLISH', op[4], 'outbox:' .. name .. ' ' .. now)
+        i = i + 2
+    end
+    redis.call('PUBLISH', op[4], 'groups ' .. window_end)
+end
+"""
+
+# KEYS: an in-flight list, or none.  ARGV: how many records that list must
+# hold, then one MessagePack array of writes, each {command, arg...} or one
+# of those above.
+# Applies a batch's writes in one step, then empties the in-flight list. If
+# the list no longer holds the batch, another daemon judged this one dead
+# and took the batch back: nothing is written, and 0 is returned. A write
+# that fails (a key of the wrong type) is skipped, not allowed to stop the
+# rest: the batch is committed, and the reply says what failed.
+# Returns {1, failed writes, first error or ''}.
+COMMIT = (
+    _WRITES
+    + """
+if #KEYS > 0 and redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
+    return {0, 0, ''}
+end
+local special = {['+schedule'] = schedule, ['+group'] = group}
+local failed, first = 0, ''
+for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
+    local apply = special[op[1]]
+    local ok, err
+    if apply then
+        ok, err = pcall(apply, op)
+    else
+        local reply = redis.pcall(unpack(op))
+        ok = type(reply) ~= 'table' or not reply.err
+        err = not ok and reply.err
+    end
+    if not ok then
+        failed = failed + 1
+        if type(err) == 'table' then err = err.err end
+        if first == '' then
+            first = op[1] .. ' ' .. tostring(op[2]) .. ': ' .. tostring(err)
+        end
+    end
+end
+if #KEYS > 0 then redis.call('DEL', KEYS[1]) end
+return {1, failed, first}
+"""
+)
+
+# KEYS: adapted base delays, silences.  ARGV: task key prefix, then field
+# names, an empty string, then task ids.
+# What intake needs to know before it decides a batch: returns {delays,
+# silences, then each task's fields (false where missing)}.
+RECALL = """
+local fields, i = {}, 2
+while ARGV[i] ~= '' do
+    fields[#fields + 1] = ARGV[i]
+    i = i + 1
+end
+local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+for j = i + 1, #ARGV do
+    out[#out + 1] = redis.call('HMGET', ARGV[1] .. ARGV[j], unpack(fields))
+end
+return out
 """
 
 # KEYS: failures, inflight.  ARGV: how many, how many bytes.
@@ -227,44 +320,6 @@ for _, member in ipairs(due) do out[#out + 1] = member end
 return out
 """
 )
-
-# KEYS: group, open groups, then one outbox per channel.  ARGV: now ms,
-# window ms, group id, task id, most sample ids, wake channel, the
-# notification, channel names (space-separated), then one delivery per
-# outbox. Runs inside intake's transaction. The first of a group goes to the
-# outboxes at once and opens a window; the rest are only counted, with a few
-# sample ids, for the summary at the window's end. Returns 1 if sent, else 0.
-GROUP = """
-local now = tonumber(ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    if redis.call('HINCRBY', KEYS[1], 'pending', 1) == 1 then
-        redis.call('HSET', KEYS[1], 'since', now)
-    end
-    redis.call('HINCRBY', KEYS[1], 'seen', 1)
-    redis.call('HSET', KEYS[1], 'last_at', now, 'last_id', ARGV[4])
-    local kept = tonumber(redis.call('HGET', KEYS[1], 'kept') or '0')
-    if kept < tonumber(ARGV[5]) then
-        local samples = redis.call('HGET', KEYS[1], 'samples') or ''
-        if kept > 0 then samples = samples .. '\\n' end
-        redis.call('HSET', KEYS[1], 'samples', samples .. ARGV[4], 'kept', kept + 1)
-    end
-    return 0
-end
-local window_end = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'template', ARGV[7], 'channels', ARGV[8],
-    'window_end', window_end, 'first_at', now, 'last_at', now,
-    'last_id', ARGV[4], 'last_sent', now, 'since', now, 'pending', 0,
-    'seen', 0, 'summaries', 0, 'kept', 0, 'samples', '')
-redis.call('ZADD', KEYS[2], window_end, ARGV[3])
-local i = 3
-for name in string.gmatch(ARGV[8], '%S+') do
-    redis.call('ZADD', KEYS[i], now, ARGV[i + 6])
-    redis.call('PUBLISH', ARGV[6], 'outbox:' .. name .. ' ' .. now)
-    i = i + 1
-end
-redis.call('PUBLISH', ARGV[6], 'groups ' .. window_end)
-return 1
-"""
 
 # KEYS: dead, stats.  ARGV: oldest score kept, most entries kept, task prefix.
 # Returns how many dead tasks were evicted, by age and by count.
@@ -446,24 +501,13 @@ return 1
 """
 
 
-def queue_script(
-    pipe: Pipeline, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
-) -> None:
-    """Queue a script call in ``pipe``'s transaction, by its SHA.
-
-    Registered with the pipeline, which loads it first if Redis lost it (a
-    restart flushes scripts), so the transaction never fails on NOSCRIPT.
-    """
-    cast(set[AsyncScript], pipe.scripts).add(script)
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
-
-
 class Scripts:
     """The scripts registered on one client; each call runs by its SHA."""
 
     def __init__(self, redis: Redis) -> None:
         self.take = redis.register_script(TAKE)
-        self.schedule = redis.register_script(SCHEDULE)
+        self.commit = redis.register_script(COMMIT)
+        self.recall = redis.register_script(RECALL)
         self.dispatch = redis.register_script(DISPATCH)
         self.reap = redis.register_script(REAP)
         self.heartbeat = redis.register_script(HEARTBEAT)
@@ -471,7 +515,6 @@ class Scripts:
         self.trim_dead = redis.register_script(TRIM_DEAD)
         self.trim_invalid = redis.register_script(TRIM_INVALID)
         self.retry_now = redis.register_script(RETRY_NOW)
-        self.group = redis.register_script(GROUP)
         self.release = redis.register_script(RELEASE)
         self.rescue = redis.register_script(RESCUE)
         self.settle = redis.register_script(SETTLE)

@@ -164,3 +164,56 @@ async def test_a_batch_stops_at_its_byte_budget(ar, r, keys, tmp_path):
 
     assert await intake.step(block_s=0) == 4
     assert r.llen(keys.failures) == 6
+
+
+class _Reaping:
+    """A classifier during whose work another daemon takes the batch back."""
+
+    def __init__(self, real, r, keys, consumer):
+        self.real, self.r, self.keys, self.consumer = real, r, keys, consumer
+
+    def classify(self, record):
+        inflight = self.keys.inflight(self.consumer)
+        while self.r.lmove(inflight, self.keys.failures, "LEFT", "RIGHT"):
+            pass
+        return self.real.classify(record)
+
+
+async def test_a_batch_taken_back_meanwhile_is_not_committed(ar, r, keys, runtime):
+    consumer = "test:1:z"
+    runtime = dataclasses.replace(
+        runtime, classifier=_Reaping(runtime.classifier, r, keys, consumer)
+    )
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    r.lpush(keys.failures, json.dumps({"task": "t", "queue": "q", "error": "timeout"}))
+
+    assert await intake.step(block_s=0) == 1
+
+    assert r.llen(keys.failures) == 1, "the record must be there to be taken again"
+    assert r.zcard(keys.retry) == 0
+    assert r.hget(keys.stats, "received") is None
+
+
+async def test_a_write_redis_refuses_is_logged_and_the_rest_commit(
+    ar, r, keys, runtime, caplog
+):
+    r.set(keys.dead, "not a sorted set")
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:w", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    for task_id, text in (("a", "malformed JSON in payload"), ("b", "timed out")):
+        record = {"id": task_id, "task": "t", "queue": "q", "error": text}
+        r.lpush(keys.failures, json.dumps(record))
+
+    assert await intake.step(block_s=0) == 2
+
+    assert r.zrange(keys.retry, 0, -1) == [b"b"]
+    assert r.hget(keys.task("a"), "state") == b"notified"
+    assert r.llen(keys.inflight("test:1:w")) == 0
+    [refused] = [m for m in caplog.messages if "Redis refused" in m]
+    assert refused.startswith("Redis refused 1 writes; the first: ZADD recoveryd:dead")
+    assert "WRONGTYPE" in refused

@@ -19,6 +19,7 @@ from recoveryd.notify import DeliveryLoop, GroupFlusher, Limits, enqueue, route
 from recoveryd.records import User
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
+from recoveryd.writes import Writes
 from tests.test_notifiers import notification
 
 ALL = ("alert_log", "email", "sms", "inbox", "push")
@@ -85,17 +86,9 @@ async def submit(
     now_ms: int,
     channels: tuple[str, ...] = ("alert_log", "email"),
 ) -> None:
-    async with client.pipeline(transaction=True) as pipe:
-        enqueue(
-            pipe,
-            Keys(),
-            message,
-            channels,
-            now_ms,
-            scripts=scripts,
-            window_ms=WINDOW_MS,
-        )
-        await pipe.execute()
+    writes = Writes()
+    enqueue(writes, Keys(), message, channels, now_ms, window_ms=WINDOW_MS)
+    assert await writes.commit(scripts)
 
 
 def outbox(r, channel: str) -> list[Notification]:
