@@ -15,9 +15,9 @@ fingerprint and the decision at a window's end.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
-
-import re2
+from typing import cast
 
 from recoveryd.notification import USER, Notification
 
@@ -41,25 +41,36 @@ _TLDS = (
 
 _HEX = "<hex>"
 
-# Order matters: whole shapes (quoted text, UUIDs, addresses) go before the
-# numbers inside them. RE2 keeps each pass linear in the text's length.
-_RULES: list[tuple[str, str]] = [
-    (r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"", "<str>"),
-    (r"[a-z][a-z0-9+.-]*://[^\s/'\"]+", "<url>"),
-    (r"\b[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\b", "<uuid>"),
-    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", "<email>"),
-    (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b", "<ip>"),
-    (r"\[?\b[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\]?(?::\d+)?", "<ip>"),
-    (rf"(?i)\b(?:[a-z0-9-]+\.)+(?:{_TLDS})\b(?::\d+)?", "<host>"),
+# One pass over the text: at each place the first rule that matches wins,
+# so whole shapes (quoted text, UUIDs, addresses) come before the numbers
+# inside them. Python's engine backtracks: rules that scan a run of
+# characters start only at the run's first one (the look-behinds), so the
+# pass stays linear in the text, which is at most NORMALISE_CHARS long.
+_RULES: list[tuple[str, str, str]] = [
+    ("str", r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"", "<str>"),
+    ("url", r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^\s/'\"]+", "<url>"),
+    ("uuid", r"\b[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\b", "<uuid>"),
+    (
+        "email",
+        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+        "<email>",
+    ),
+    ("ip4", r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b", "<ip>"),
+    ("ip6", r"\[?\b[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}\]?(?::\d+)?", "<ip>"),
+    (
+        "host",
+        rf"(?<![A-Za-z0-9.-])(?:[A-Za-z0-9-]+\.)+(?i:{_TLDS})\b(?::\d+)?",
+        "<host>",
+    ),
     # Hex ids and numbers share one placeholder: an id of hex digits may
     # happen to hold no letter at all.
-    (r"\b0x[0-9a-fA-F]+\b", "<n>"),
-    (r"\b[0-9a-fA-F]*[0-9][0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b", _HEX),
-    (r"\b[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*[0-9][0-9a-fA-F]*\b", _HEX),
-    (r"\d+(?:\.\d+)?", "<n>"),
-    (r"\s+", " "),
+    ("hex0x", r"\b0x[0-9a-fA-F]+\b", "<n>"),
+    ("hex", r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]+\b", _HEX),
+    ("number", r"\d+(?:\.\d+)?", "<n>"),
+    ("space", r"\s+", " "),
 ]
-_COMPILED = [(re2.compile(regex), placeholder) for regex, placeholder in _RULES]
+_ONE_PASS = re.compile("|".join(f"(?P<{name}>{regex})" for name, regex, _ in _RULES))
+_PLACEHOLDERS = {name: placeholder for name, _, placeholder in _RULES}
 
 NORMALISE_CHARS = 400
 
@@ -71,20 +82,16 @@ _HEX_MIN = 6
 def normalise(error: str) -> str:
     """The error with what varies between occurrences replaced by placeholders.
 
-    Only its head is looked at: that is where two failures differ in kind,
-    and each pass costs in proportion to the text.
+    Only its head is looked at: that is where two failures differ in kind.
     """
-    text = error[:NORMALISE_CHARS]
-    for pattern, placeholder in _COMPILED:
-        if placeholder == _HEX:
-            text = pattern.sub(_hex, text)
-        else:
-            text = pattern.sub(placeholder, text)
-    return text.strip()
+    return _ONE_PASS.sub(_placeholder, error[:NORMALISE_CHARS]).strip()
 
 
-def _hex(match: re2._Match) -> str:
-    word: str = match.group(0)
+def _placeholder(match: re.Match[str]) -> str:
+    placeholder = _PLACEHOLDERS[cast(str, match.lastgroup)]
+    if placeholder != _HEX:
+        return placeholder
+    word = match.group()
     return "<n>" if len(word) >= _HEX_MIN else word
 
 
