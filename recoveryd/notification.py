@@ -7,7 +7,8 @@ error, the analysis (category, recommended action, confidence) and when.
 
 from __future__ import annotations
 
-import uuid
+import functools
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,10 +93,22 @@ class Delivery(msgspec.Struct, kw_only=True):
     last_error: str | None = None
 
 
+def new_id() -> str:
+    """A notification id: 128 random bits as 32 hex digits, like a UUID's."""
+    return os.urandom(16).hex()
+
+
 def iso_utc(epoch_ms: int) -> str:
     """RFC 3339 UTC with milliseconds, the one time format in notifications."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, ms = divmod(epoch_ms, 1000)
+    return f"{_iso_second(seconds)}.{ms:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(seconds: int) -> str:
+    # A batch's records share a few seconds: each is formatted once.
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.isoformat(timespec="seconds").removesuffix("+00:00")
 
 
 def _recommended_action(action: str, category: str, dead: bool) -> str:
@@ -115,7 +128,7 @@ def _base(
     dead: bool,
 ) -> dict[str, Any]:
     return {
-        "id": uuid.uuid4().hex,
+        "id": new_id(),
         "task": record.task,
         "task_id": record.task_id,
         "error_message": _cut(record.error),
@@ -196,7 +209,7 @@ def summary_of(
     times = "time" if count == 1 else "times"
     return msgspec.structs.replace(
         first,
-        id=uuid.uuid4().hex,
+        id=new_id(),
         type=SUMMARY,
         title=f"{first.task} failed {count} more {times}: {_category(first)}",
         description=(
@@ -221,7 +234,7 @@ def digest_of(held: list[Notification], *, channel: str, now_ms: int) -> Notific
     tasks = sorted({n.task for n in held})
     samples = list(dict.fromkeys(i for n in held for i in [n.task_id, *n.sample_ids]))
     return Notification(
-        id=uuid.uuid4().hex,
+        id=new_id(),
         type=DIGEST,
         severity=max((n.severity for n in held), key=_rank),
         audience=first.audience,
