@@ -286,6 +286,9 @@ class Intake:
         _count(batch, record, classification, past)
         past.state = None
         if decision.retry:
+            if attempt > 1:
+                # A retry forced by an operator is over once the task fails.
+                writes.call("HDEL", runtime.keys.task(record.task_id), "manual")
             self._schedule(writes, runtime, record.task_id, fields, decision, batch)
         else:
             self._give_up(

@@ -40,7 +40,9 @@ end
 # The writes of COMMIT that are more than one command (see recoveryd.writes).
 #
 # schedule: {'+schedule', retry, task, id, due ms, ttl ms, field, value, ...}:
-# the task's hash written and kept until ttl, its retry due at due ms.
+# the task's hash written and kept until ttl, its retry due at due ms. The
+# retry entries are added in one ZADD per retry set, made before any other
+# write to that set and at the end.
 #
 # group: {'+group', group, open groups, wake channel, now ms, window ms,
 # group id, task id, most sample ids, notification, channel names
@@ -48,12 +50,26 @@ end
 # of a group goes to the outboxes at once and opens a window; the rest are
 # only counted, with a few sample ids, for the summary at the window's end.
 _WRITES = """
+local due = {}
+
 local function schedule(op)
-    local task = op[3]
-    redis.call('HSET', task, unpack(op, 7))
-    redis.call('HDEL', task, 'manual')
-    redis.call('PEXPIRE', task, op[6])
-    redis.call('ZADD', op[2], op[5], op[4])
+    redis.call('HSET', op[3], unpack(op, 7))
+    redis.call('PEXPIRE', op[3], op[6])
+    local entries = due[op[2]]
+    if not entries then
+        entries = {}
+        due[op[2]] = entries
+    end
+    entries[#entries + 1] = op[5]
+    entries[#entries + 1] = op[4]
+end
+
+local function add_due(key)
+    local entries = due[key]
+    due[key] = nil
+    for first = 1, #entries, 1000 do
+        redis.call('ZADD', key, unpack(entries, first, math.min(first + 999, #entries)))
+    end
 end
 
 local function group(op)
@@ -103,26 +119,27 @@ COMMIT = (
 if #KEYS > 0 and redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
     return {0, 0, ''}
 end
-local special = {['+schedule'] = schedule, ['+group'] = group}
 local failed, first = 0, ''
-for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
-    local apply = special[op[1]]
-    local ok, err
-    if apply then
-        ok, err = pcall(apply, op)
-    else
-        local reply = redis.pcall(unpack(op))
-        ok = type(reply) ~= 'table' or not reply.err
-        err = not ok and reply.err
-    end
-    if not ok then
-        failed = failed + 1
-        if type(err) == 'table' then err = err.err end
-        if first == '' then
-            first = op[1] .. ' ' .. tostring(op[2]) .. ': ' .. tostring(err)
-        end
+local function try(name, key, apply, ...)
+    local ok, err = pcall(apply, ...)
+    if ok then return end
+    failed = failed + 1
+    if type(err) == 'table' then err = err.err end
+    if first == '' then
+        first = name .. ' ' .. tostring(key) .. ': ' .. tostring(err)
     end
 end
+local special = {['+schedule'] = schedule, ['+group'] = group}
+for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
+    local apply = special[op[1]]
+    if apply then
+        try(op[1], op[2], apply, op)
+    else
+        if due[op[2]] then try('ZADD', op[2], add_due, op[2]) end
+        try(op[1], op[2], redis.call, unpack(op))
+    end
+end
+for key in pairs(due) do try('ZADD', key, add_due, key) end
 if #KEYS > 0 then redis.call('DEL', KEYS[1]) end
 return {1, failed, first}
 """
@@ -146,23 +163,32 @@ return out
 """
 
 # KEYS: failures, inflight.  ARGV: how many, how many bytes.
-# Moves up to ARGV[1] records onto the in-flight list, stopping once they
-# add up to ARGV[2] bytes, then returns {now_ms, raw...}: the whole in-flight
-# list, oldest first. The byte budget bounds the daemon's memory per batch
-# when records are large.
+# Moves up to ARGV[1] records, oldest first, onto the in-flight list,
+# stopping once they add up to ARGV[2] bytes, then returns {now_ms, raw...}:
+# the whole in-flight list, oldest first. The byte budget bounds the
+# daemon's memory per batch when records are large. The records move as
+# repeated LMOVEs would move them, in a few commands for the whole batch.
 TAKE = (
     _NOW_MS
     + """
-local bytes, budget = 0, tonumber(ARGV[2])
-for _ = 1, tonumber(ARGV[1]) do
-    if bytes >= budget then break end
-    local raw = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-    if not raw then break end
-    bytes = bytes + #raw
-end
 local held = redis.call('LRANGE', KEYS[2], 0, -1)
 local taken = {now}
 for i = #held, 1, -1 do taken[#taken + 1] = held[i] end
+local want = tonumber(ARGV[1])
+if want < 1 then return taken end
+local tail = redis.call('LRANGE', KEYS[1], -want, -1)
+local bytes, budget, moved = 0, tonumber(ARGV[2]), {}
+for i = #tail, 1, -1 do
+    if bytes >= budget then break end
+    moved[#moved + 1] = tail[i]
+    bytes = bytes + #tail[i]
+end
+if #moved == 0 then return taken end
+redis.call('LTRIM', KEYS[1], 0, -(#moved + 1))
+for first = 1, #moved, 1000 do
+    redis.call('LPUSH', KEYS[2], unpack(moved, first, math.min(first + 999, #moved)))
+end
+for _, raw in ipairs(moved) do taken[#taken + 1] = raw end
 return taken
 """
 )

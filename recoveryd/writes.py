@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 _Value = str | bytes | int | float
 _encode = msgspec.msgpack.Encoder().encode
+_MOST_ARGS = 1000
 
 
 def _text(value: _Value) -> str | msgspec.Raw:
@@ -89,10 +90,15 @@ class Writes:
         self.call("HINCRBY", key, name, amount)
 
     def lpush(self, key: str, *values: _Value) -> None:
-        self.call("LPUSH", key, *values)
+        self._many("LPUSH", key, values)
 
     def rpush(self, key: str, *values: _Value) -> None:
-        self.call("RPUSH", key, *values)
+        self._many("RPUSH", key, values)
+
+    def _many(self, command: str, key: str, values: Sequence[_Value]) -> None:
+        # A Lua call takes a few thousand arguments at most.
+        for first in range(0, len(values), _MOST_ARGS):
+            self.call(command, key, *values[first : first + _MOST_ARGS])
 
     def pexpire(self, key: str, ms: int) -> None:
         self.call("PEXPIRE", key, ms)

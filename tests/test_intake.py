@@ -217,3 +217,34 @@ async def test_a_write_redis_refuses_is_logged_and_the_rest_commit(
     [refused] = [m for m in caplog.messages if "Redis refused" in m]
     assert refused.startswith("Redis refused 1 writes; the first: ZADD recoveryd:dead")
     assert "WRONGTYPE" in refused
+
+
+async def test_take_moves_the_oldest_records_first_and_returns_leftovers_first(ar, r):
+    take = Scripts(ar).take
+    r.lpush("failures", *[f"r{i}" for i in range(10)])  # r0 is the oldest
+    r.lpush("inflight", "left1", "left0")  # left from a lost reply, oldest last
+
+    now, *batch = await take(keys=["failures", "inflight"], args=[4, 1 << 20])
+
+    assert now > 0
+    assert batch == [b"left1", b"left0", b"r0", b"r1", b"r2", b"r3"]
+    assert r.lrange("inflight", 0, -1)[::-1] == batch
+    assert r.lrange("failures", 0, -1) == [f"r{i}".encode() for i in range(9, 3, -1)]
+
+
+async def test_take_of_nothing_more_moves_nothing(ar, r):
+    take = Scripts(ar).take
+    r.lpush("failures", "a", "b")
+
+    assert (await take(keys=["failures", "inflight"], args=[0, 1 << 20]))[1:] == []
+    assert r.llen("failures") == 2
+
+
+async def test_take_stops_once_the_byte_budget_is_spent(ar, r):
+    take = Scripts(ar).take
+    r.lpush("failures", "x" * 10, "y" * 10, "z" * 10)
+
+    _, *batch = await take(keys=["failures", "inflight"], args=[10, 15])
+
+    assert batch == [b"x" * 10, b"y" * 10]
+    assert r.lrange("failures", 0, -1) == [b"z" * 10]

@@ -7,6 +7,8 @@ import pytest
 from recoveryd.scripts import Scripts
 from recoveryd.writes import Writes
 
+FIELDS = {"state": "scheduled"}
+
 
 @pytest.fixture
 async def scripts(ar) -> Scripts:
@@ -56,3 +58,26 @@ async def test_nothing_is_written_when_the_in_flight_list_changed(ar, r, scripts
     assert await writes.commit(scripts, "inflight", 2)
     assert r.lrange("list", 0, -1) == [b"x"]
     assert not r.exists("inflight")
+
+
+async def test_a_retry_removed_later_in_the_batch_stays_removed(ar, r, scripts):
+    writes = Writes()
+    for task_id in ("a", "b"):
+        writes.schedule(
+            "retry", f"task:{task_id}", task_id, due_ms=5, ttl_ms=60_000, fields=FIELDS
+        )
+    writes.zrem("retry", "a")  # e.g. the task reported success in the same batch
+
+    assert await writes.commit(scripts)
+
+    assert r.zrange("retry", 0, -1, withscores=True) == [(b"b", 5.0)]
+    assert 0 < r.pttl("task:b") <= 60_000
+
+
+async def test_more_values_than_one_lua_call_takes_are_all_pushed(ar, r, scripts):
+    writes = Writes()
+    writes.rpush("ids", *map(str, range(2500)))
+
+    assert await writes.commit(scripts)
+
+    assert r.lrange("ids", 0, -1) == [str(i).encode() for i in range(2500)]
