@@ -106,6 +106,7 @@ class DispatchLoop:
                 self.keys.history_prefix,
                 KEEP_MS,
                 self.keys.held_prefix,
+                self.keys.payload_prefix,
             ],
         )
         result = DispatchResult(reply)

@@ -57,6 +57,9 @@ HISTORY_KEEP = 20
 ERROR_HEAD = 300
 TASK_ERROR_CHARS = 60
 RECORD_KEEP_BYTES = 64 * 1024
+# Redis's default `hash-max-listpack-value`: a longer payload is kept apart
+# from its task's hash (see Keys.payload).
+INLINE_PAYLOAD_BYTES = 64
 
 
 _Field = str | bytes | int | float
@@ -263,6 +266,7 @@ class Intake:
         classification = runtime.classifier.classify(record)
         category = config.categories[classification.category]
         past = known.setdefault(record.task_id, _Known())
+        seen = past.attempt > 0
         attempt = next_attempt(past.attempt, record.attempt)
         failed_ms = _failed_at_ms(record, batch.now_ms)
         decision = decide(
@@ -286,11 +290,12 @@ class Intake:
         _count(batch, record, classification, past)
         past.state = None
         if decision.retry:
-            if attempt > 1:
-                # A retry forced by an operator is over once the task fails.
-                writes.call("HDEL", runtime.keys.task(record.task_id), "manual")
-            self._schedule(writes, runtime, record.task_id, fields, decision, batch)
+            self._schedule(
+                writes, runtime, record.task_id, fields, decision, batch, seen=seen
+            )
         else:
+            if seen:
+                writes.call("DEL", runtime.keys.payload(record.task_id))
             self._give_up(
                 writes,
                 runtime,
@@ -311,17 +316,35 @@ class Intake:
         fields: dict[str, _Field],
         decision: Decision,
         batch: _Batch,
+        *,
+        seen: bool,
     ) -> None:
         fields |= {"state": Outcome.SCHEDULED, "due": decision.due_ms}
         keys = runtime.keys
+        task_key, payload_key = keys.task(task_id), keys.payload(task_id)
+        payload = fields.get("payload")
+        apart = (
+            isinstance(payload, str) and len(payload.encode()) > INLINE_PAYLOAD_BYTES
+        )
+        if apart:
+            del fields["payload"]
+        if seen:
+            # What the last failure left: a retry forced by an operator is
+            # over, and its payload is replaced by this one's.
+            writes.call("HDEL", task_key, "manual", "payload")
+            if not apart:
+                writes.call("DEL", payload_key)
+        ttl_ms = round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000)
         writes.schedule(
             keys.retry,
-            keys.task(task_id),
+            task_key,
             task_id,
             due_ms=decision.due_ms,
-            ttl_ms=round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000),
+            ttl_ms=ttl_ms,
             fields=fields,
         )
+        if apart:
+            writes.call("SET", payload_key, cast(str, payload), "PX", ttl_ms)
         batch.tally[Outcome.SCHEDULED] += 1
         batch.history[Outcome.SCHEDULED] += 1
         if batch.first_due_ms is None or decision.due_ms < batch.first_due_ms:
@@ -440,6 +463,7 @@ class Intake:
         writes.zrem(keys.retry, task_id)
         writes.zrem(keys.dead, task_id)
         writes.pexpire(task_key, round(runtime.config.retry.task_ttl_s * 1000))
+        writes.call("DEL", keys.payload(task_id))
         log.info("task %s reported a success; its retry is cancelled", task_id)
 
     def _park(

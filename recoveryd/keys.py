@@ -86,6 +86,16 @@ class Keys:
         """Hash holding one task's state, record and history."""
         return f"{self.prefix}:task:{task_id}"
 
+    def payload(self, task_id: str) -> str:
+        """A scheduled task's payload, when too long to keep in its hash.
+
+        Redis keeps a hash whose values are all short in a compact encoding,
+        several times smaller; one long payload would end that for the whole
+        hash. It lives exactly as long as the hash, and goes back into it if
+        the task dies.
+        """
+        return f"{self.prefix}:payload:{task_id}"
+
     def history(self, minute: int) -> str:
         """Hash of one minute's counters (see `recoveryd.history`)."""
         return f"{self.prefix}:hist:{minute}"
@@ -97,6 +107,10 @@ class Keys:
     @property
     def task_prefix(self) -> str:
         return f"{self.prefix}:task:"
+
+    @property
+    def payload_prefix(self) -> str:
+        return f"{self.prefix}:payload:"
 
     @property
     def history_prefix(self) -> str:

@@ -46,10 +46,11 @@ def retry_task(client: redis.Redis, keys: Keys, task_id: str, ttl_ms: int) -> st
     """Make one scheduled or dead task due now; says what happened."""
     reply = client.eval(
         RETRY_NOW,
-        3,
+        4,
         keys.retry,
         keys.dead,
         keys.task(task_id),
+        keys.payload(task_id),
         task_id,
         str(MANUAL_SCORE),
         str(ttl_ms),
@@ -159,7 +160,7 @@ def _requeue(
     pipe = client.pipeline(transaction=False)
     for task_id in ids:
         script(
-            keys=[keys.retry, keys.dead, keys.task(task_id)],
+            keys=[keys.retry, keys.dead, keys.task(task_id), keys.payload(task_id)],
             args=[task_id, MANUAL_SCORE, ttl_ms],
             client=pipe,
         )

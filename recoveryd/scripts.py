@@ -194,7 +194,7 @@ return taken
 )
 
 # KEYS: retry, stats, paused, watch, dead.  ARGV: batch size, task key prefix,
-# history key prefix, history ms to keep, held key prefix.
+# history key prefix, history ms to keep, held key prefix, payload key prefix.
 # Returns {dispatched, popped, now_ms, next_due_ms or -1, orphans, unpushable,
 # lateness_ms...}: orphans had no task record left; unpushable named a queue
 # that is not a list, and went to the dead set; lateness is that of each
@@ -202,7 +202,9 @@ return taken
 # A due entry whose task or category is paused is held instead: moved, with
 # its score, to the pause's held set, to be released when it is resumed.
 # Each dispatched task is watched (by dispatch time) until it is judged
-# recovered or it fails again.
+# recovered or it fails again. A payload kept in a key of its own (see
+# Keys.payload) is deleted once pushed; a task that dies takes it back into
+# its hash, as dead tasks keep theirs.
 # Limitation: the queues are not in KEYS, so on Redis Cluster they must share
 # the prefix's hash tag; fix: a two-step dispatch through a per-daemon list.
 DISPATCH = (
@@ -222,6 +224,11 @@ for i = 1, #due, 2 do
     local id, score = due[i], tonumber(due[i + 1])
     local task = ARGV[2] .. id
     local fields = redis.call('HMGET', task, 'queue', 'payload', 'category', 'task')
+    local payload_key = ARGV[6] .. id
+    local payload = fields[2]
+    if fields[1] and not payload then
+        payload = redis.call('GET', payload_key) or ''
+    end
     local hold = false
     if paused and fields[1] then
         if fields[4] and pauses['task:' .. fields[4]] then
@@ -235,12 +242,13 @@ for i = 1, #due, 2 do
         redis.call('HSET', task, 'state', 'held', 'held', hold)
         held = held + 1
     elseif fields[1]
-        and type(redis.pcall('LPUSH', fields[1], fields[2] or '')) == 'table' then
+        and type(redis.pcall('LPUSH', fields[1], payload)) == 'table' then
         -- The push (made in this test) failed: the queue exists and is not a
         -- list. No retry can ever land there, and one bad entry must not
         -- stop the rest of the batch.
         redis.call('HSET', task, 'state', 'dead', 'died_at', now,
-            'reason', 'queue ' .. fields[1] .. ' is not a list')
+            'reason', 'queue ' .. fields[1] .. ' is not a list', 'payload', payload)
+        redis.call('DEL', payload_key)
         redis.call('PERSIST', task)
         redis.call('ZADD', KEYS[5], now, id)
         unpushable = unpushable + 1
@@ -248,6 +256,7 @@ for i = 1, #due, 2 do
         watch[#watch + 1] = now
         watch[#watch + 1] = id
         redis.call('HSET', task, 'state', 'dispatched', 'dispatched_at', now)
+        if not fields[2] then redis.call('DEL', payload_key) end
         dispatched = dispatched + 1
         local category = fields[3] or 'unknown'
         by_category[category] = (by_category[category] or 0) + 1
@@ -378,7 +387,7 @@ redis.call('HINCRBY', KEYS[2], 'invalid_evicted', excess)
 return excess
 """
 
-# KEYS: retry, dead, task.  ARGV: task id, score, task ttl ms.
+# KEYS: retry, dead, task, its payload key.  ARGV: task id, score, task ttl ms.
 # Makes one scheduled or dead task due at ARGV[2]; 0 when it is neither.
 RETRY_NOW = """
 local was = 'retry'
@@ -391,6 +400,7 @@ if redis.call('HEXISTS', KEYS[3], 'queue') == 0 then return -1 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'state', 'scheduled', 'manual', '1')
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
 if was == 'dead' then return 2 end
 return 1
 """

@@ -1,0 +1,117 @@
+"""A long payload is kept apart from its task's hash, and still goes out whole."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recoveryd.connection import Link
+from recoveryd.dispatch import DispatchLoop
+from recoveryd.intake import INLINE_PAYLOAD_BYTES, Intake
+from recoveryd.manual import retry_task
+from recoveryd.scripts import Scripts
+from recoveryd.wake import Wakeup
+
+LONG = {"order": 1, "note": "x" * (2 * INLINE_PAYLOAD_BYTES)}
+SHORT = {"order": 2}
+
+
+@pytest.fixture
+def flow(ar, keys, runtime):
+    scripts = Scripts(ar)
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, scripts, "test:1:p", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    dispatch = DispatchLoop(ar, scripts, keys, wake.alarm("retry"), Link(), batch=100)
+    return intake, dispatch
+
+
+def fail(r, keys, payload, queue="q", **extra) -> None:
+    record = {"id": "t", "task": "sync", "queue": queue, "error": "timed out"}
+    r.lpush(keys.failures, json.dumps(record | {"payload": payload} | extra))
+
+
+async def dispatch_now(r, keys, dispatch) -> None:
+    """Make every pending retry due, and dispatch them."""
+    r.zadd(keys.retry, dict.fromkeys(r.zrange(keys.retry, 0, -1), 1), xx=True)
+    await dispatch.dispatch_due()
+    assert r.zcard(keys.retry) == 0
+
+
+async def test_a_long_payload_is_kept_apart_and_pushed_whole(r, keys, flow):
+    intake, dispatch = flow
+    fail(r, keys, LONG, retry_after=3600)
+    await intake.step(block_s=0)
+
+    task = r.hgetall(keys.task("t"))
+    assert b"payload" not in task
+    assert json.loads(r.get(keys.payload("t"))) == LONG
+    assert abs(r.pttl(keys.payload("t")) - r.pttl(keys.task("t"))) < 1000
+    assert r.object("encoding", keys.task("t")) in (b"listpack", b"ziplist")
+
+    assert retry_task(r, keys, "t", ttl_ms=10**9).startswith("scheduled; now due")
+    assert r.pttl(keys.payload("t")) > 10**9 - 60_000
+    await dispatch_now(r, keys, dispatch)
+
+    assert [json.loads(p) for p in r.lrange("q", 0, -1)] == [LONG]
+    assert not r.exists(keys.payload("t")), "a pushed payload is not kept"
+
+
+@pytest.mark.parametrize(("first", "then"), [(LONG, SHORT), (SHORT, LONG)])
+async def test_the_next_failure_replaces_the_payload_either_way(
+    r, keys, flow, first, then
+):
+    intake, dispatch = flow
+    fail(r, keys, first, retry_after=3600)
+    await intake.step(block_s=0)
+    fail(r, keys, then)
+    await intake.step(block_s=0)
+
+    await dispatch_now(r, keys, dispatch)
+
+    assert [json.loads(p) for p in r.lrange("q", 0, -1)] == [then]
+    assert not r.exists(keys.payload("t"))
+
+
+async def test_a_task_that_dies_unpushable_takes_its_payload_back(r, keys, flow):
+    intake, dispatch = flow
+    r.set("blocked", "not a list")
+    fail(r, keys, LONG, queue="blocked")
+    await intake.step(block_s=0)
+
+    await dispatch_now(r, keys, dispatch)
+
+    assert r.zscore(keys.dead, "t") is not None
+    assert json.loads(r.hget(keys.task("t"), "payload")) == LONG
+    assert not r.exists(keys.payload("t"))
+    assert r.ttl(keys.task("t")) == -1, "dead tasks are kept until trimmed"
+
+    r.delete("blocked")
+    assert retry_task(r, keys, "t", ttl_ms=60_000).startswith("was dead")
+    await dispatch_now(r, keys, dispatch)
+    assert [json.loads(p) for p in r.lrange("blocked", 0, -1)] == [LONG]
+
+
+async def test_a_success_report_drops_a_pending_payload(r, keys, flow):
+    intake, _ = flow
+    fail(r, keys, LONG, retry_after=3600)
+    await intake.step(block_s=0)
+    r.lpush(keys.failures, json.dumps({"id": "t", "ok": True}))
+    await intake.step(block_s=0)
+
+    assert r.zcard(keys.retry) == 0
+    assert not r.exists(keys.payload("t"))
+
+
+async def test_a_task_given_up_keeps_its_payload_in_its_hash(r, keys, flow):
+    intake, _ = flow
+    fail(r, keys, LONG, retry_after=3600)
+    await intake.step(block_s=0)
+    record = {"id": "t", "task": "sync", "queue": "q", "payload": SHORT}
+    r.lpush(keys.failures, json.dumps(record | {"error": "malformed JSON"}))
+    await intake.step(block_s=0)
+
+    assert json.loads(r.hget(keys.task("t"), "payload")) == SHORT
+    assert not r.exists(keys.payload("t"))
