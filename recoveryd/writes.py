@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 
 import msgspec
 
@@ -21,22 +22,32 @@ __all__ = ["Writes"]
 log = logging.getLogger(__name__)
 
 _Value = str | bytes | int | float
+_Arg = str | int | msgspec.Raw
 _encode = msgspec.msgpack.Encoder().encode
 _MOST_ARGS = 1000
+# Redis writes a Lua number as an integer exactly only below this.
+_EXACT_INT = 1 << 53
 
 
-def _text(value: _Value) -> str | msgspec.Raw:
-    """A value as MessagePack text, the only form the script can read.
+def _arg(value: _Value) -> _Arg:
+    """A value in a form the script reads back exactly.
 
     Redis's MessagePack library knows no binary type, so bytes go in as a
-    string of the same bytes. Numbers go in as text too: Redis would turn a
-    Lua number into text of its own choosing, losing "0.95" or a big integer.
+    string of the same bytes. Small integers go as they are; a float or a
+    huge integer goes as text, since Redis would write the Lua number with
+    17 digits ("0.94999999999999996").
     """
-    if isinstance(value, str):
-        return value
     if isinstance(value, bytes):
         return msgspec.Raw(_str_header(len(value)) + value)
+    if isinstance(value, int) and -_EXACT_INT < value < _EXACT_INT:
+        return value
     return str(value)
+
+
+def _args(values: Iterable[_Value]) -> list[_Arg]:
+    # Most values are text already: the check inline is far cheaper than
+    # a call per value.
+    return [v if type(v) is str else _arg(v) for v in values]
 
 
 def _str_header(size: int) -> bytes:
@@ -59,7 +70,7 @@ class Writes:
     __slots__ = ("_ops",)
 
     def __init__(self) -> None:
-        self._ops: list[list[str | msgspec.Raw]] = []
+        self._ops: list[list[_Arg]] = []
 
     def __len__(self) -> int:
         return len(self._ops)
@@ -69,18 +80,15 @@ class Writes:
         del self._ops[mark:]
 
     def call(self, *args: _Value) -> None:
-        self._ops.append([_text(arg) for arg in args])
+        self._ops.append(_args(args))
 
     def hset(self, key: str, mapping: Mapping[str, _Value]) -> None:
-        op: list[str | msgspec.Raw] = ["HSET", key]
-        for name, value in mapping.items():
-            op += (name, _text(value))
-        self._ops.append(op)
+        self._ops.append(["HSET", key, *_args(chain.from_iterable(mapping.items()))])
 
     def zadd(self, key: str, mapping: Mapping[str | bytes, _Value]) -> None:
-        op: list[str | msgspec.Raw] = ["ZADD", key]
+        op: list[_Arg] = ["ZADD", key]
         for member, score in mapping.items():
-            op += (_text(score), _text(member))
+            op += (_arg(score), _arg(member))
         self._ops.append(op)
 
     def zrem(self, key: str, *members: str | bytes) -> None:
@@ -120,10 +128,8 @@ class Writes:
         fields: Mapping[str, _Value],
     ) -> None:
         """Write a task's hash, keep it ``ttl_ms``, and make its retry due."""
-        op: list[str | msgspec.Raw] = ["+schedule", retry, task, task_id]
-        op += (str(due_ms), str(ttl_ms))
-        for name, value in fields.items():
-            op += (name, _text(value))
+        op: list[_Arg] = ["+schedule", retry, task, task_id, due_ms, ttl_ms]
+        op += _args(chain.from_iterable(fields.items()))
         self._ops.append(op)
 
     def group(
@@ -143,13 +149,13 @@ class Writes:
         ``keys``: the group, the open groups and the wake channel;
         ``deliveries``: (channel, outbox, delivery) for each channel.
         """
-        op: list[str | msgspec.Raw] = ["+group", *keys, str(now_ms), str(window_ms)]
-        op += (group_id, task_id, str(samples), _text(template))
-        outboxes: list[str | msgspec.Raw] = []
+        op: list[_Arg] = ["+group", *keys, now_ms, window_ms]
+        op += (group_id, task_id, samples, _arg(template))
+        outboxes: list[_Arg] = []
         names = []
         for channel, outbox, delivery in deliveries:
             names.append(channel)
-            outboxes += (outbox, _text(delivery))
+            outboxes += (outbox, _arg(delivery))
         op.append(" ".join(names))
         op += outboxes
         self._ops.append(op)
