@@ -106,7 +106,7 @@ class PathSettings(_Section, kw_only=True):
 
 class IntakeSettings(_Section, kw_only=True):
     max_record_size: int = 1024 * 1024
-    batch: int = 256
+    batch: int = 500
     batch_bytes: int = 8 * 1024 * 1024
     invalid_max: int = 100_000
 
