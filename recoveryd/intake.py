@@ -4,10 +4,18 @@ Records move from the failures list to this daemon's in-flight list in one
 atomic step, a batch at a time. Each is decoded, classified and given an
 outcome (scheduled, dead or notified; parked as invalid if it is not a
 record), and the whole batch's outcomes are committed in one script call
-that also empties the in-flight list (see `recoveryd.writes`). A daemon
-killed at any point leaves its batch in flight, and the batch is taken
-again, whole, by whichever daemon recovers it; so each record gets exactly
+that also takes the batch off the in-flight list (see `recoveryd.writes`).
+A daemon killed at any point leaves its records in flight, and they are
+taken again by whichever daemon recovers them; so each record gets exactly
 one outcome.
+
+Under load, batches overlap: the next batch is taken in the same round trip
+that reads back what the current one needs to know, and decoded and
+classified while Redis applies the current one's writes. At most two
+batches are then in flight, the older at the list's tail; each commit takes
+only its own records off. The next batch's tasks are read back only after
+the current one is committed, so a task failing in both sees the first
+failure.
 """
 
 from __future__ import annotations
@@ -85,6 +93,20 @@ class _Known:
     category: str | None = None
 
 
+# A record as decoded, with its classification if it is a failure.
+_Item = tuple[FailureRecord | SuccessReport | InvalidRecord, Classification | None]
+
+
+@dataclass(slots=True)
+class _Taken:
+    """Records in flight: Redis's clock when they were taken, and the records."""
+
+    now_ms: int
+    raws: list[bytes]
+    # Decoded and classified while the batch before was being committed.
+    items: list[_Item] | None = None
+
+
 @dataclass(slots=True)
 class _Batch:
     now_ms: int
@@ -122,6 +144,8 @@ class Intake:
         self._retry_alarm = retry_alarm
         self._enabled = enabled_channels
         self.processed = 0
+        # The batch taken while the last one was committed, if any.
+        self._ahead: _Taken | None = None
 
     async def run(self) -> None:
         """Take and handle batches until cancelled (only ever while waiting)."""
@@ -141,21 +165,26 @@ class Intake:
         list are known empty and the wait can start at once (an idle daemon
         sends one command per ``block_s``).
         """
-        now_ms, raws = await self._take(self._runtime(), block_s, waited)
-        if not raws:
+        # A stop takes effect here, between batches, even under a steady load;
+        # a batch taken ahead is left in flight, to be returned on the way out.
+        await anyio.lowlevel.checkpoint()
+        taken, self._ahead = self._ahead, None
+        if taken is None:
+            taken = await self._take(self._runtime(), block_s, waited)
+        if not taken.raws:
             return 0
         # Read again: a reload while blocked applies to this batch already.
         runtime = self._runtime()
         with anyio.CancelScope(shield=True):
             # Once records are in flight, their batch is committed even if
             # the daemon is stopping: the commit is what makes stop lossless.
-            await self._commit(runtime, now_ms, raws)
-        self.processed += len(raws)
-        return len(raws)
+            await self._commit(runtime, taken)
+        self.processed += len(taken.raws)
+        return len(taken.raws)
 
     async def _take(
         self, runtime: Runtime, block_s: float, waited: bool = False
-    ) -> tuple[int, list[bytes]]:
+    ) -> _Taken:
         """The batch: this daemon's whole in-flight list, topped up first.
 
         Taking the whole list, not just what this call moved, means records
@@ -169,28 +198,48 @@ class Intake:
         if not waited:
             reply = await self._scripts.take(keys=lists, args=[batch, budget])
             if len(reply) > 1 or block_s <= 0:
-                return int(reply[0]), reply[1:]
+                return _Taken(int(reply[0]), reply[1:])
 
         # redis-py types the timeout as int; Redis 6 and later take fractions.
         timeout = cast(int, block_s)
         first = await self._redis.blmove(lists[0], lists[1], timeout, "RIGHT", "LEFT")
         if first is None:
-            return 0, []
+            return _Taken(0, [])
         reply = await self._scripts.take(keys=lists, args=[batch - 1, budget])
-        return int(reply[0]), reply[1:]
+        return _Taken(int(reply[0]), reply[1:])
 
-    async def _commit(self, runtime: Runtime, now_ms: int, raws: list[bytes]) -> None:
-        limit = runtime.config.intake.max_record_size
-        items = [_own_queue(decode_report(raw, limit), runtime) for raw in raws]
-        records = [item for item in items if not isinstance(item, InvalidRecord)]
-        batch = _Batch(now_ms=now_ms)
-        known = await self._recall(runtime, records, batch)
+    async def _commit(self, runtime: Runtime, taken: _Taken) -> None:
+        raws = taken.raws
+        items = taken.items or self._prepare(runtime, raws)
+        batch = _Batch(now_ms=taken.now_ms)
+        known, ahead = await self._recall(runtime, items, batch)
         writes = Writes()
-        for raw, item in zip(raws, items, strict=True):
-            self._one(writes, runtime, raw, item, known, batch)
+        for raw, (item, classification) in zip(raws, items, strict=True):
+            self._one(writes, runtime, raw, item, classification, known, batch)
         self._finish(writes, runtime, batch)
+
         inflight = runtime.keys.inflight(self._consumer)
-        if not await writes.commit(self._scripts, inflight, len(raws)):
+        holding = len(raws) + len(ahead.raws)
+        outcome: list[bool | BaseException] = []
+
+        async def commit() -> None:
+            try:
+                outcome.append(
+                    await writes.commit(self._scripts, inflight, holding, len(raws))
+                )
+            except BaseException as exc:  # raised below, outside the task group
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(commit)
+            if ahead.raws:
+                # Let the commit go out first, then work while Redis applies it.
+                await anyio.sleep(0)
+                ahead.items = self._prepare(runtime, ahead.raws)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        self._ahead = ahead if ahead.raws else None
+        if not outcome[0]:
             # Another daemon judged this one dead and took the batch back;
             # it will be handled there, so nothing here is committed.
             log.warning(
@@ -202,12 +251,29 @@ class Intake:
         METRICS.count_batch(batch.tally)
         _log_batch(batch)
 
+    def _prepare(self, runtime: Runtime, raws: list[bytes]) -> list[_Item]:
+        """Decode and classify a batch: the work that needs nothing from Redis."""
+        limit = runtime.config.intake.max_record_size
+        items: list[_Item] = []
+        for raw in raws:
+            item = _own_queue(decode_report(raw, limit), runtime)
+            classification = None
+            if isinstance(item, FailureRecord):
+                try:
+                    classification = runtime.classifier.classify(item)
+                except Exception as exc:
+                    log.exception("parking a record that could not be classified")
+                    item = InvalidRecord(reason=_bug(exc))
+            items.append((item, classification))
+        return items
+
     def _one(
         self,
         writes: Writes,
         runtime: Runtime,
         raw: bytes,
         item: FailureRecord | SuccessReport | InvalidRecord,
+        classification: Classification | None,
         known: dict[str, _Known],
         batch: _Batch,
     ) -> None:
@@ -224,34 +290,48 @@ class Intake:
             elif isinstance(item, SuccessReport):
                 self._succeeded(writes, runtime, item, known, batch)
             else:
-                self._handle(writes, runtime, raw, item, known, batch)
+                assert classification is not None
+                self._handle(writes, runtime, raw, item, classification, known, batch)
         except Exception as exc:
             log.exception("parking a record that could not be handled")
             writes.drop_from(mark)
-            reason = f"recoveryd could not handle it: {type(exc).__name__}: {exc}"
-            self._park(writes, runtime, raw, InvalidRecord(reason=reason[:500]), batch)
+            self._park(writes, runtime, raw, InvalidRecord(reason=_bug(exc)), batch)
 
     async def _recall(
-        self,
-        runtime: Runtime,
-        records: list[FailureRecord | SuccessReport],
-        batch: _Batch,
-    ) -> dict[str, _Known]:
-        ids = list(dict.fromkeys(record.task_id for record in records))
-        if not ids:
-            return {}
-        keys = runtime.keys
-        delays, silences, *replies = await self._scripts.recall(
-            keys=[keys.base_delays, keys.silences],
-            args=[keys.task_prefix, *_RECALLED, "", *ids],
+        self, runtime: Runtime, items: list[_Item], batch: _Batch
+    ) -> tuple[dict[str, _Known], _Taken]:
+        """What Redis knows of the batch's tasks; and the next batch, taken.
+
+        Both in one round trip. The next batch holds only records moved now:
+        this batch's are still in flight, older, behind them.
+        """
+        ids = list(
+            dict.fromkeys(
+                item.task_id for item, _ in items if not isinstance(item, InvalidRecord)
+            )
         )
+        keys = runtime.keys
+        intake = runtime.config.intake
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._scripts.recall(
+                keys=[keys.base_delays, keys.silences],
+                args=[keys.task_prefix, *_RECALLED, "", *ids],
+                client=pipe,
+            )
+            await self._scripts.take(
+                keys=[keys.failures, keys.inflight(self._consumer)],
+                args=[intake.batch, intake.batch_bytes, 0],
+                client=pipe,
+            )
+            recalled, took = await pipe.execute()
+        delays, silences, *replies = recalled
         batch.base_delays = adaptive.effective_delays(_pairs(delays), runtime.config)
         batch.silences = Silences.from_hash(_pairs(silences), batch.now_ms)
         known: dict[str, _Known] = {}
         for task_id, fields in zip(ids, replies, strict=True):
             if fields[0] is not None:
                 known[task_id] = _known(fields)
-        return known
+        return known, _Taken(int(took[0]), took[1:])
 
     def _handle(
         self,
@@ -259,11 +339,11 @@ class Intake:
         runtime: Runtime,
         raw: bytes,
         record: FailureRecord,
+        classification: Classification,
         known: dict[str, _Known],
         batch: _Batch,
     ) -> None:
         config = runtime.config
-        classification = runtime.classifier.classify(record)
         category = config.categories[classification.category]
         past = known.setdefault(record.task_id, _Known())
         seen = past.attempt > 0
@@ -524,6 +604,10 @@ def _count(
         # Which host network failures name, for the analysis's advice.
         batch.history[f"host:{host}"] += 1
     batch.ids.append(record.task_id)
+
+
+def _bug(exc: Exception) -> str:
+    return f"recoveryd could not handle it: {type(exc).__name__}: {exc}"[:500]
 
 
 def _own_queue(

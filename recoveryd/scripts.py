@@ -105,11 +105,13 @@ end
 """
 
 # KEYS: an in-flight list, or none.  ARGV: how many records that list must
-# hold, then one MessagePack array of writes, each {command, arg...} or one
-# of those above.
-# Applies a batch's writes in one step, then empties the in-flight list. If
-# the list no longer holds the batch, another daemon judged this one dead
-# and took the batch back: nothing is written, and 0 is returned. A write
+# hold, one MessagePack array of writes, each {command, arg...} or one of
+# those above, and how many of the list's oldest records the batch is (all
+# when absent).
+# Applies a batch's writes in one step, then takes the batch's records off
+# the in-flight list. If the list no longer holds what it should, another
+# daemon judged this one dead and took its records back: nothing is
+# written, and 0 is returned. A write
 # that fails (a key of the wrong type) is skipped, not allowed to stop the
 # rest: the batch is committed, and the reply says what failed.
 # Returns {1, failed writes, first error or ''}.
@@ -140,7 +142,14 @@ for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
     end
 end
 for key in pairs(due) do try('ZADD', key, add_due, key) end
-if #KEYS > 0 then redis.call('DEL', KEYS[1]) end
+if #KEYS > 0 then
+    local batch = tonumber(ARGV[3] or ARGV[1])
+    if batch >= tonumber(ARGV[1]) then
+        redis.call('DEL', KEYS[1])
+    else
+        redis.call('LTRIM', KEYS[1], 0, -(batch + 1))
+    end
+end
 return {1, failed, first}
 """
 )
@@ -162,18 +171,21 @@ end
 return out
 """
 
-# KEYS: failures, inflight.  ARGV: how many, how many bytes.
+# KEYS: failures, inflight.  ARGV: how many, how many bytes, and 1 to return
+# the whole in-flight list or 0 for only the records moved now.
 # Moves up to ARGV[1] records, oldest first, onto the in-flight list,
 # stopping once they add up to ARGV[2] bytes, then returns {now_ms, raw...}:
-# the whole in-flight list, oldest first. The byte budget bounds the
+# the in-flight list (or what was moved), oldest first. The byte budget bounds the
 # daemon's memory per batch when records are large. The records move as
 # repeated LMOVEs would move them, in a few commands for the whole batch.
 TAKE = (
     _NOW_MS
     + """
-local held = redis.call('LRANGE', KEYS[2], 0, -1)
 local taken = {now}
-for i = #held, 1, -1 do taken[#taken + 1] = held[i] end
+if ARGV[3] ~= '0' then
+    local held = redis.call('LRANGE', KEYS[2], 0, -1)
+    for i = #held, 1, -1 do taken[#taken + 1] = held[i] end
+end
 local want = tonumber(ARGV[1])
 if want < 1 then return taken end
 local tail = redis.call('LRANGE', KEYS[1], -want, -1)

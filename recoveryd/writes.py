@@ -166,16 +166,25 @@ class Writes:
         self._ops.append(op)
 
     async def commit(
-        self, scripts: Scripts, inflight: str | None = None, holding: int = 0
+        self,
+        scripts: Scripts,
+        inflight: str | None = None,
+        holding: int = 0,
+        batch: int | None = None,
     ) -> bool:
-        """Apply the writes, and empty ``inflight`` (holding ``holding`` records).
+        """Apply the writes, and take a batch off the in-flight list.
 
-        False, with nothing written, if ``inflight`` no longer holds that many:
-        its batch was taken back by another daemon. Writes that Redis refuses
-        (a key of the wrong type) are logged; the rest are applied.
+        ``inflight`` must hold ``holding`` records, the oldest ``batch`` of
+        them this batch's (all by default); they are removed with the writes.
+        False, with nothing written, if it does not: another daemon took its
+        records back. Writes that Redis refuses (a key of the wrong type)
+        are logged; the rest are applied.
         """
         keys = [inflight] if inflight is not None else []
-        reply = await scripts.commit(keys=keys, args=[holding, _encode(self._ops)])
+        args: list[int | bytes] = [holding, _encode(self._ops)]
+        if batch is not None:
+            args.append(batch)
+        reply = await scripts.commit(keys=keys, args=args)
         done, failed, first = int(reply[0]), int(reply[1]), reply[2]
         if failed:
             error = first.decode() if isinstance(first, bytes) else str(first)

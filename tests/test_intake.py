@@ -6,6 +6,8 @@ import dataclasses
 import json
 import threading
 
+import anyio
+
 from recoveryd.config import parse_config
 from recoveryd.connection import Link
 from recoveryd.intake import Intake
@@ -163,7 +165,9 @@ async def test_a_batch_stops_at_its_byte_budget(ar, r, keys, tmp_path):
         r.lpush(keys.failures, json.dumps({"task": "t", "queue": "q", "error": big}))
 
     assert await intake.step(block_s=0) == 4
-    assert r.llen(keys.failures) == 6
+    assert await intake.step(block_s=0) == 4
+    assert await intake.step(block_s=0) == 2
+    assert int(r.hget(keys.stats, "received")) == 10
 
 
 class _Reaping:
@@ -248,3 +252,67 @@ async def test_take_stops_once_the_byte_budget_is_spent(ar, r):
 
     assert batch == [b"x" * 10, b"y" * 10]
     assert r.lrange("failures", 0, -1) == [b"z" * 10]
+
+
+class _ReapingLater(_Reaping):
+    """Takes the records back while the batch after the first is classified."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.seen = 0
+
+    def classify(self, record):
+        self.seen += 1
+        if self.seen == 4:
+            return super().classify(record)
+        return self.real.classify(record)
+
+
+async def test_records_taken_back_with_two_batches_in_flight_are_handled_once(
+    ar, r, keys, tmp_path
+):
+    consumer = "test:1:v"
+    runtime = Runtime.from_config(parse_config("[intake]\nbatch = 3\n"))
+    runtime = dataclasses.replace(
+        runtime, classifier=_ReapingLater(runtime.classifier, r, keys, consumer)
+    )
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    for i in range(6):
+        record = {"id": f"t{i}", "task": "t", "queue": "q", "error": "timed out"}
+        r.lpush(keys.failures, json.dumps(record))
+
+    steps = 0
+    while await intake.step(block_s=0):
+        steps += 1
+
+    assert steps > 2, "the records taken back were taken again"
+    assert sorted(r.zrange(keys.retry, 0, -1)) == [f"t{i}".encode() for i in range(6)]
+    assert int(r.hget(keys.stats, "received")) == 6, "each is handled once"
+    assert r.llen(keys.inflight(consumer)) == 0
+    assert r.llen(keys.failures) == 0
+
+
+async def test_a_stop_under_steady_load_takes_effect_between_batches(ar, r, keys):
+    runtime = Runtime.from_config(parse_config("[intake]\nbatch = 10\n"))
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:u", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    record = json.dumps({"task": "t", "queue": "q", "error": "timed out"})
+    r.lpush(keys.failures, *[record] * 2000)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(intake.run)
+            while int(r.hget(keys.stats, "received") or 0) < 50:
+                await anyio.sleep(0.001)
+            tg.cancel_scope.cancel()
+
+    received = int(r.hget(keys.stats, "received"))
+    assert received < 2000
+    in_flight = r.llen(keys.inflight("test:1:u"))
+    assert in_flight <= 10, "at most the batch taken ahead is left in flight"
+    assert received + in_flight + r.llen(keys.failures) == 2000
