@@ -43,7 +43,7 @@ from recoveryd.notification import (
     iso_utc,
     summary_of,
 )
-from recoveryd.notifiers import Channel, DeliveryError
+from recoveryd.notifiers import BatchChannel, Channel, DeliveryError
 from recoveryd.notifiers.alert_log import AlertLog
 from recoveryd.notifiers.email import EmailChannel
 from recoveryd.notifiers.inbox import InboxChannel
@@ -385,6 +385,7 @@ class DeliveryLoop:
         self._sent_key = keys.sent(channel.name)
         self._silences_key = keys.silences
         self._channel = channel
+        self._batched = channel if isinstance(channel, BatchChannel) else None
         self._alarm = alarm
         self._link = link
         self._limits = limits
@@ -504,9 +505,12 @@ class DeliveryLoop:
 
     async def _deliver_all(self, members: list[bytes], now_ms: int) -> None:
         delivered: list[bytes] = []
-        async with anyio.create_task_group() as tg:
-            for member in members:
-                tg.start_soon(self._send, member, now_ms, delivered)
+        if self._batched is not None:
+            await self._send_many(self._batched, members, now_ms, delivered)
+        else:
+            async with anyio.create_task_group() as tg:
+                for member in members:
+                    tg.start_soon(self._send, member, now_ms, delivered)
         if delivered:
             # One round trip for the batch: under a burst this was one
             # transaction per notification.
@@ -543,6 +547,35 @@ class DeliveryLoop:
             self._failing = False
             log.info("channel %s is delivering again", self._channel.name)
         delivered.append(member)
+
+    async def _send_many(
+        self,
+        channel: BatchChannel,
+        members: list[bytes],
+        now_ms: int,
+        delivered: list[bytes],
+    ) -> None:
+        """Send a batch through a channel that takes it at once."""
+        batch = [(m, d) for m in members if (d := await self._decode(m)) is not None]
+        results: list[BaseException | None]
+        try:
+            with anyio.fail_after(self._limits.timeout_s):
+                results = list(
+                    await channel.send_many([d.notification for _, d in batch])
+                )
+        except (DeliveryError, TimeoutError, OSError) as exc:
+            results = [exc] * len(batch)
+        except Exception as exc:
+            log.exception("channel %s could not send a batch", self._channel.name)
+            results = [exc] * len(batch)
+        for (member, delivery), error in zip(batch, results, strict=True):
+            if error is None:
+                delivered.append(member)
+            else:
+                await self._failed(member, delivery, error, now_ms)
+        if delivered and self._failing:
+            self._failing = False
+            log.info("channel %s is delivering again", self._channel.name)
 
     async def _decode(self, member: bytes) -> Delivery | None:
         try:

@@ -19,7 +19,7 @@ from recoveryd.config import (
 from recoveryd.keys import Keys
 from recoveryd.notification import ADMIN, USER, Notification, for_unrecoverable
 from recoveryd.notifiers import DeliveryError
-from recoveryd.notifiers.alert_log import ADMIN_LOG, AlertLog
+from recoveryd.notifiers.alert_log import ADMIN_LOG, USER_LOG, AlertLog
 from recoveryd.notifiers.email import EmailChannel
 from recoveryd.notifiers.inbox import InboxChannel, read_inbox
 from recoveryd.notifiers.push import PushChannel
@@ -329,3 +329,43 @@ def test_a_line_break_in_a_task_id_cannot_reach_an_email_header():
     headers = message.as_bytes().split(b"\n\n", 1)[0]
     assert b"\nBcc:" not in headers
     assert message["X-Recoveryd-Task-Id"] == "line1 Bcc: victim@example.test"
+
+
+async def test_inbox_batch_reports_each_notification_on_its_own(redis_server, r):
+    client = Redis.from_url(redis_server.url)
+    keys = Keys("recoveryd")
+    channel = InboxChannel(client, keys, InboxSettings())
+    r.set(keys.inbox("broken"), "not a list")
+    batch = [
+        notification(audience=USER, user=User(id="a"), task_id="t1"),
+        notification(audience=USER, task_id="t2"),
+        notification(audience=USER, user=User(id="broken"), task_id="t3"),
+        notification(audience=USER, user=User(id="a"), task_id="t4"),
+    ]
+    try:
+        results = await channel.send_many(batch)
+    finally:
+        await client.aclose()
+
+    assert results[0] is None and results[3] is None
+    assert "no user id" in str(results[1])
+    assert "WRONGTYPE" in str(results[2])
+    assert [e["task_id"] for e in read_inbox(r, keys, "a")] == ["t4", "t1"]
+
+
+async def test_alert_log_writes_a_batch_to_each_audience_in_order(tmp_path):
+    log = AlertLog(tmp_path)
+    batch = [
+        notification(task_id="a1"),
+        notification(audience=USER, user=User(id="u"), task_id="u1"),
+        notification(task_id="a2"),
+    ]
+    assert await log.send_many(batch) == [None, None, None]
+    await log.aclose()
+
+    def ids(name: str) -> list[str]:
+        lines = (tmp_path / name).read_text().splitlines()
+        return [json.loads(line)["task_id"] for line in lines]
+
+    assert ids(ADMIN_LOG) == ["a1", "a2"]
+    assert ids(USER_LOG) == ["u1"]

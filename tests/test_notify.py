@@ -11,10 +11,12 @@ import pytest
 from redis.asyncio import Redis
 
 from recoveryd.categories import BUILTIN_CATEGORIES, BUSINESS, CONFIG, DATA
+from recoveryd.config import InboxSettings
 from recoveryd.connection import Link
 from recoveryd.keys import Keys
 from recoveryd.notification import ADMIN, DIGEST, SUMMARY, USER, Notification
 from recoveryd.notifiers import DeliveryError
+from recoveryd.notifiers.inbox import InboxChannel
 from recoveryd.notify import DeliveryLoop, GroupFlusher, Limits, enqueue, route
 from recoveryd.records import User
 from recoveryd.scripts import Scripts
@@ -339,3 +341,41 @@ async def test_a_channel_bug_ends_as_undeliverable_not_a_stuck_loop(client, scri
     notice = await until_undeliverable(client, scripts, Buggy("email"), max_attempts=2)
     assert notice.type == "undeliverable" and "linefeed" in notice.description
     assert r.zcard(Keys().outbox("email")) == 0
+
+
+async def test_a_batched_channel_settles_each_delivery_on_its_own(client, scripts, r):
+    keys = Keys()
+    inbox = InboxChannel(client, keys, InboxSettings())
+    r.set(keys.inbox("broken"), "not a list")
+    users = ["a", "broken", "b"]
+    await put(
+        client,
+        "inbox",
+        [notification(audience=USER, user=User(id=u), task_id=u) for u in users],
+    )
+    loop = DeliveryLoop(
+        client,
+        scripts,
+        keys,
+        inbox,
+        Alarm("outbox:inbox"),
+        Link(),
+        limits=Limits(base_delay_s=3600),
+        fallback=None,
+    )
+
+    def outbox() -> list[dict]:
+        return [msgspec.json.decode(m) for m in r.zrange(keys.outbox("inbox"), 0, -1)]
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop.run)
+        with anyio.fail_after(10):
+            # Settled: the two sent are gone, the third waits for its next try.
+            while [d.get("tries") for d in outbox()] != [1]:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+
+    assert r.llen(keys.inbox("a")) == r.llen(keys.inbox("b")) == 1
+    [left] = outbox()
+    assert left["notification"]["task_id"] == "broken"
+    assert "WRONGTYPE" in left["last_error"]

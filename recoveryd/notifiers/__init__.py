@@ -2,17 +2,20 @@
 
 A channel delivers one notification or raises `DeliveryError`; retrying,
 timeouts and concurrency are the delivery loop's business, not the
-channel's. The alert logs are always on; the other channels are on when
-their config section is present.
+channel's. A channel that can deliver many at little more than the cost of
+one (the alert logs, the inbox) also offers `send_many`, which the loop
+uses for a whole claimed batch. The alert logs are always on; the other
+channels are on when their config section is present.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from recoveryd.notification import Notification
 
-__all__ = ["Channel", "DeliveryError"]
+__all__ = ["BatchChannel", "Channel", "DeliveryError"]
 
 
 class DeliveryError(Exception):
@@ -30,4 +33,18 @@ class Channel(Protocol):
 
     async def aclose(self) -> None:
         """Release what the channel holds open (files, connections)."""
+        ...
+
+
+@runtime_checkable
+class BatchChannel(Channel, Protocol):
+    """A channel that delivers a batch at once."""
+
+    async def send_many(
+        self, notifications: Sequence[Notification]
+    ) -> list[DeliveryError | None]:
+        """Deliver each; one result each, in order: None, or why it failed.
+
+        Raises `DeliveryError` only when none could be delivered.
+        """
         ...

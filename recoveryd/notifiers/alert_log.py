@@ -1,14 +1,16 @@
 """The alert logs: `admin_alerts.log` and `user_notifications.log`.
 
-JSON Lines, one notification a line, appended with one write each so a
-reader tailing the file never sees half a line. A file moved away by a log
-rotator is noticed at the next write and opened anew; `AlertLog.reopen`
-(called on SIGHUP) closes both files so the next write opens them again.
+JSON Lines, one notification a line, appended with one write per batch of
+whole lines so a reader tailing the file never sees half a line. A file
+moved away by a log rotator is noticed at the next write and opened anew;
+`AlertLog.reopen` (called on SIGHUP) closes both files so the next write
+opens them again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -69,12 +71,29 @@ class AlertLog:
         self._encoder = msgspec.json.Encoder()
 
     async def send(self, notification: Notification) -> None:
-        target = self._admin if notification.audience == ADMIN else self._user
-        line = self._encoder.encode(notification) + b"\n"
-        try:
-            target.write(line)
-        except OSError as exc:
-            raise DeliveryError(f"cannot append to {target.path}: {exc}") from exc
+        [error] = await self.send_many([notification])
+        if error is not None:
+            raise error
+
+    async def send_many(
+        self, notifications: Sequence[Notification]
+    ) -> list[DeliveryError | None]:
+        lines: dict[_AppendFile, list[bytes]] = {self._admin: [], self._user: []}
+        for notification in notifications:
+            target = self._admin if notification.audience == ADMIN else self._user
+            lines[target].append(self._encoder.encode(notification) + b"\n")
+        failed: dict[_AppendFile, DeliveryError] = {}
+        for target, batch in lines.items():
+            if not batch:
+                continue
+            try:
+                target.write(b"".join(batch))
+            except OSError as exc:
+                failed[target] = DeliveryError(f"cannot append to {target.path}: {exc}")
+        return [
+            failed.get(self._admin if n.audience == ADMIN else self._user)
+            for n in notifications
+        ]
 
     def reopen(self) -> None:
         """Close both files; the next write opens them afresh (after a rotation)."""

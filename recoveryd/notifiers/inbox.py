@@ -8,6 +8,7 @@ USER_ID` prints it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
@@ -36,21 +37,45 @@ class InboxChannel:
         self._encoder = msgspec.json.Encoder()
 
     async def send(self, notification: Notification) -> None:
-        user = notification.user
-        if user is None or user.id is None or str(user.id) == "":
-            raise DeliveryError("inbox: the notification names no user id")
-        key = self._keys.inbox(str(user.id))
+        [error] = await self.send_many([notification])
+        if error is not None:
+            raise error
+
+    async def send_many(
+        self, notifications: Sequence[Notification]
+    ) -> list[DeliveryError | None]:
+        """Add each to its user's inbox, all in one transaction."""
+        results: list[DeliveryError | None] = []
+        # The replies that say how each notification fared: slices of them.
+        spans: list[tuple[int, int] | None] = []
         # Limitation: a daemon killed between this write and settling the
         # delivery adds the notification twice; fix: skip ids already listed.
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.lpush(key, self._encoder.encode(notification))
-                pipe.ltrim(key, 0, self._max_items - 1)
-                if self._max_age_ms > 0:
-                    pipe.pexpire(key, self._max_age_ms)
-                await pipe.execute()
+                for notification in notifications:
+                    user = notification.user
+                    if user is None or user.id is None or str(user.id) == "":
+                        spans.append(None)
+                        continue
+                    key = self._keys.inbox(str(user.id))
+                    start = len(pipe)
+                    pipe.lpush(key, self._encoder.encode(notification))
+                    pipe.ltrim(key, 0, self._max_items - 1)
+                    if self._max_age_ms > 0:
+                        pipe.pexpire(key, self._max_age_ms)
+                    spans.append((start, len(pipe)))
+                replies = await pipe.execute(raise_on_error=False)
         except RedisError as exc:
             raise DeliveryError(f"inbox: {exc}") from None
+        for span in spans:
+            if span is None:
+                results.append(
+                    DeliveryError("inbox: the notification names no user id")
+                )
+                continue
+            errors = [r for r in replies[span[0] : span[1]] if isinstance(r, Exception)]
+            results.append(DeliveryError(f"inbox: {errors[0]}") if errors else None)
+        return results
 
     async def aclose(self) -> None:
         return None
