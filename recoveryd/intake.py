@@ -126,6 +126,13 @@ class _Batch:
 class Intake:
     """The loop that takes failure records and commits their outcomes."""
 
+    # Limitation: ~85 µs of Python per record (classification, outcome,
+    # grouping, notification; see bench/RESULTS.md) caps one daemon's intake
+    # near 8,000-10,000 records/s on the benchmark's mix, against a 20,000
+    # target; fix: fewer Python steps per record (cheaper fingerprints,
+    # notifications built only for a group's first), or intake in two
+    # processes.
+
     def __init__(
         self,
         redis: Redis,

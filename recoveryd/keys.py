@@ -84,6 +84,9 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         """Hash holding one task's state, record and history."""
+        # Limitation: a key per task puts a pending retry at ~960 bytes of
+        # Redis memory (arq's job: 374); fix: keep pending tasks in shared
+        # hashes or the retry set's members, read by every task script.
         return f"{self.prefix}:task:{task_id}"
 
     def payload(self, task_id: str) -> str:
