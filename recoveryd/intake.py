@@ -227,14 +227,14 @@ class Intake:
 
         inflight = runtime.keys.inflight(self._consumer)
         holding = len(raws) + len(ahead.raws)
-        outcome: list[bool | BaseException] = []
+        outcome: list[bool | Exception] = []
 
         async def commit() -> None:
             try:
                 outcome.append(
                     await writes.commit(self._scripts, inflight, holding, len(raws))
                 )
-            except BaseException as exc:  # raised below, outside the task group
+            except Exception as exc:  # raised below, not in an exception group
                 outcome.append(exc)
 
         async with anyio.create_task_group() as tg:
@@ -243,7 +243,7 @@ class Intake:
                 # Let the commit go out first, then work while Redis applies it.
                 await anyio.sleep(0)
                 ahead.items = self._prepare(runtime, ahead.raws)
-        if isinstance(outcome[0], BaseException):
+        if isinstance(outcome[0], Exception):
             raise outcome[0]
         self._ahead = ahead if ahead.raws else None
         if not outcome[0]:

@@ -39,7 +39,7 @@ def _arg(value: _Value) -> _Arg:
     """
     if isinstance(value, bytes):
         return msgspec.Raw(_str_header(len(value)) + value)
-    if isinstance(value, int) and -_EXACT_INT < value < _EXACT_INT:
+    if type(value) is int and -_EXACT_INT < value < _EXACT_INT:
         return value
     return str(value)
 
@@ -56,6 +56,7 @@ def _args(values: Iterable[_Value]) -> list[_Arg]:
 
 
 def _str_header(size: int) -> bytes:
+    """MessagePack's header for a string of ``size`` bytes."""
     if size < 32:
         return bytes((0xA0 | size,))
     if size < 1 << 8:
