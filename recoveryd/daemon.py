@@ -96,6 +96,8 @@ class Daemon:
         self._intake_stopped = anyio.Event()
         self.systemd = SystemdNotifier()
         self._channels_scope = anyio.CancelScope()
+        # Set by a reload that changes [notify]; the channels loop rebuilds.
+        self._channels_stale = False
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT; returns once everything has stopped."""
@@ -171,17 +173,20 @@ class Daemon:
     async def _run_channels(self) -> None:
         """The delivery loops; rebuilt whole when a reload changes ``[notify]``."""
         while True:
+            if self._channels_stale:
+                # Also when the reload came before this loop first ran.
+                self._channels_stale = False
+                with anyio.CancelScope(shield=True):
+                    for channel in self.channels.values():
+                        await channel.aclose()
+                self._open_channels()
+                log.info("channels now: %s", ", ".join(sorted(self.channels)))
             self._channels_scope = anyio.CancelScope()
             with self._channels_scope:
                 async with anyio.create_task_group() as tg:
                     self._start_channel_loops(tg)
             # Only a reload cancels this scope; a stop cancels from outside
             # and never gets here.
-            with anyio.CancelScope(shield=True):
-                for channel in self.channels.values():
-                    await channel.aclose()
-            self._open_channels()
-            log.info("channels now: %s", ", ".join(sorted(self.channels)))
 
     def _start_channel_loops(self, tg: TaskGroup) -> None:
         alert_log = self.channels["alert_log"]
@@ -298,6 +303,7 @@ class Daemon:
         )
         self.runtime = runtime
         if channels_changed:
+            self._channels_stale = True
             self._channels_scope.cancel()
         else:
             # A log rotator sends SIGHUP after moving the alert logs away.
