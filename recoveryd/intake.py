@@ -99,12 +99,22 @@ _Item = tuple[FailureRecord | SuccessReport | InvalidRecord, Classification | No
 
 @dataclass(slots=True)
 class _Taken:
-    """Records in flight: Redis's clock when they were taken, and the records."""
+    """A batch in flight: Redis's clock when it was taken, and its records."""
 
     now_ms: int
     raws: list[bytes]
+    # The in-flight list's length right after the take.
+    inflight: int = 0
+    # Nothing else is in flight once the batches before it are committed.
+    alone: bool = False
     # Decoded and classified while the batch before was being committed.
     items: list[_Item] | None = None
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> _Taken:
+        raws = reply[2:]
+        inflight = int(reply[1])
+        return cls(int(reply[0]), raws, inflight, alone=inflight == len(raws))
 
 
 @dataclass(slots=True)
@@ -118,6 +128,8 @@ class _Batch:
     # Read once per batch: adapted base delays, and silences in force.
     base_delays: dict[str, float] = field(default_factory=dict)
     silences: Silences = field(default_factory=lambda: Silences(()))
+    # Tasks whose key holds something other than a hash, with Redis's word.
+    unreadable: dict[str, str] = field(default_factory=dict)
     # What is logged after the commit, a few lines a batch at most.
     given_up: list[str] = field(default_factory=list)
     parked: list[str] = field(default_factory=list)
@@ -192,11 +204,11 @@ class Intake:
     async def _take(
         self, runtime: Runtime, block_s: float, waited: bool = False
     ) -> _Taken:
-        """The batch: this daemon's whole in-flight list, topped up first.
+        """The batch: the oldest records in flight, topped up from the list.
 
-        Taking the whole list, not just what this call moved, means records
-        left in flight by an error, or moved by a call whose reply was lost
-        on a broken connection, are handled with the next batch.
+        Beginning with what is in flight, not just what this call moved,
+        means records left there by an error, or moved by a call whose reply
+        was lost on a broken connection, are handled next, oldest first.
         """
         keys = runtime.keys
         lists = [keys.failures, keys.inflight(self._consumer)]
@@ -204,29 +216,31 @@ class Intake:
         budget = runtime.config.intake.batch_bytes
         if not waited:
             reply = await self._scripts.take(keys=lists, args=[batch, budget])
-            if len(reply) > 1 or block_s <= 0:
-                return _Taken(int(reply[0]), reply[1:])
+            if len(reply) > 2 or block_s <= 0:
+                return _Taken.from_reply(reply)
 
         # redis-py types the timeout as int; Redis 6 and later take fractions.
         timeout = cast(int, block_s)
         first = await self._redis.blmove(lists[0], lists[1], timeout, "RIGHT", "LEFT")
         if first is None:
             return _Taken(0, [])
-        reply = await self._scripts.take(keys=lists, args=[batch - 1, budget])
-        return _Taken(int(reply[0]), reply[1:])
+        reply = await self._scripts.take(keys=lists, args=[batch, budget])
+        return _Taken.from_reply(reply)
 
     async def _commit(self, runtime: Runtime, taken: _Taken) -> None:
         raws = taken.raws
         items = taken.items or self._prepare(runtime, raws)
         batch = _Batch(now_ms=taken.now_ms)
-        known, ahead = await self._recall(runtime, items, batch)
+        known, ahead = await self._recall(runtime, items, batch, ahead=taken.alone)
         writes = Writes()
         for raw, (item, classification) in zip(raws, items, strict=True):
             self._one(writes, runtime, raw, item, classification, known, batch)
         self._finish(writes, runtime, batch)
 
         inflight = runtime.keys.inflight(self._consumer)
-        holding = len(raws) + len(ahead.raws)
+        # The list's length now: this batch, its oldest records, and anything
+        # moved since (the batch taken ahead, or records of a lost reply).
+        holding = ahead.inflight
         outcome: list[bool | Exception] = []
 
         async def commit() -> None:
@@ -245,12 +259,20 @@ class Intake:
                 ahead.items = self._prepare(runtime, ahead.raws)
         if isinstance(outcome[0], Exception):
             raise outcome[0]
-        self._ahead = ahead if ahead.raws else None
+        # The batch taken ahead is next if nothing else is in flight; if
+        # something is, the next take starts again from the oldest record.
+        ahead.alone = ahead.inflight == len(raws) + len(ahead.raws)
+        self._ahead = ahead if ahead.raws and ahead.alone else None
         if not outcome[0]:
-            # Another daemon judged this one dead and took the batch back;
-            # it will be handled there, so nothing here is committed.
+            # Another daemon judged this one dead and took the records back
+            # (they are handled there), or this commit was sent twice after a
+            # lost reply and the first one counted: nothing more is written.
+            self._ahead = None
             log.warning(
-                "in-flight batch of %d was recovered by another daemon", len(raws)
+                "in-flight batch of %d was not committed: the in-flight list "
+                "changed under it (taken back by another daemon, or already "
+                "committed by a retried call)",
+                len(raws),
             )
             return
         if batch.first_due_ms is not None:
@@ -291,6 +313,10 @@ class Intake:
         and hold up every record behind it.
         """
         mark = len(writes)
+        if not isinstance(item, InvalidRecord) and item.task_id in batch.unreadable:
+            key = runtime.keys.task(item.task_id)
+            reason = f"its task's key {key} cannot be read: "
+            item = InvalidRecord(reason=reason + batch.unreadable[item.task_id])
         try:
             if isinstance(item, InvalidRecord):
                 self._park(writes, runtime, raw, item, batch)
@@ -305,12 +331,14 @@ class Intake:
             self._park(writes, runtime, raw, InvalidRecord(reason=_bug(exc)), batch)
 
     async def _recall(
-        self, runtime: Runtime, items: list[_Item], batch: _Batch
+        self, runtime: Runtime, items: list[_Item], batch: _Batch, *, ahead: bool
     ) -> tuple[dict[str, _Known], _Taken]:
         """What Redis knows of the batch's tasks; and the next batch, taken.
 
         Both in one round trip. The next batch holds only records moved now:
-        this batch's are still in flight, older, behind them.
+        this batch's are still in flight, older, behind them. None is taken
+        (``ahead`` false) while older records than the next batch's wait in
+        flight; the take still reports the in-flight list's length.
         """
         ids = list(
             dict.fromkeys(
@@ -327,7 +355,7 @@ class Intake:
             )
             await self._scripts.take(
                 keys=[keys.failures, keys.inflight(self._consumer)],
-                args=[intake.batch, intake.batch_bytes, 0],
+                args=[intake.batch if ahead else 0, intake.batch_bytes, 0],
                 client=pipe,
             )
             recalled, took = await pipe.execute()
@@ -336,9 +364,11 @@ class Intake:
         batch.silences = Silences.from_hash(_pairs(silences), batch.now_ms)
         known: dict[str, _Known] = {}
         for task_id, fields in zip(ids, replies, strict=True):
-            if fields[0] is not None:
+            if isinstance(fields, bytes):
+                batch.unreadable[task_id] = fields.decode(errors="replace")[:200]
+            elif fields[0] is not None:
                 known[task_id] = _known(fields)
-        return known, _Taken(int(took[0]), took[1:])
+        return known, _Taken.from_reply(took)
 
     def _handle(
         self,
@@ -382,6 +412,8 @@ class Intake:
             )
         else:
             if seen:
+                # A retry still pending for an earlier failure is void.
+                writes.zrem(runtime.keys.retry, record.task_id)
                 writes.call("DEL", runtime.keys.payload(record.task_id))
             self._give_up(
                 writes,
@@ -417,7 +449,9 @@ class Intake:
             del fields["payload"]
         if seen:
             # What the last failure left: a retry forced by an operator is
-            # over, and its payload is replaced by this one's.
+            # over, its payload is replaced by this one's, and if it was
+            # given up on, it is not any more.
+            writes.zrem(keys.dead, task_id)
             writes.call("HDEL", task_key, "manual", "payload")
             if not apart:
                 writes.call("DEL", payload_key)

@@ -157,7 +157,8 @@ return {1, failed, first}
 # KEYS: adapted base delays, silences.  ARGV: task key prefix, then field
 # names, an empty string, then task ids.
 # What intake needs to know before it decides a batch: returns {delays,
-# silences, then each task's fields (false where missing)}.
+# silences, then each task's fields (false where missing)}. A task whose key
+# is not a hash gets Redis's error text instead of its fields.
 RECALL = """
 local fields, i = {}, 2
 while ARGV[i] ~= '' do
@@ -166,42 +167,56 @@ while ARGV[i] ~= '' do
 end
 local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 for j = i + 1, #ARGV do
-    out[#out + 1] = redis.call('HMGET', ARGV[1] .. ARGV[j], unpack(fields))
+    local ok, found = pcall(redis.call, 'HMGET', ARGV[1] .. ARGV[j], unpack(fields))
+    if not ok then found = type(found) == 'table' and found.err or tostring(found) end
+    out[#out + 1] = found
 end
 return out
 """
 
-# KEYS: failures, inflight.  ARGV: how many, how many bytes, and 1 to return
-# the whole in-flight list or 0 for only the records moved now.
-# Moves up to ARGV[1] records, oldest first, onto the in-flight list,
-# stopping once they add up to ARGV[2] bytes, then returns {now_ms, raw...}:
-# the in-flight list (or what was moved), oldest first. The byte budget bounds the
-# daemon's memory per batch when records are large. The records move as
-# repeated LMOVEs would move them, in a few commands for the whole batch.
+# KEYS: failures, inflight.  ARGV: how many, how many bytes, and 1 to begin
+# with the records already in flight or 0 for only new ones.
+# A batch of up to ARGV[1] records and about ARGV[2] bytes (at least one
+# record), oldest first: with ARGV[3] = 1, the oldest records in flight
+# first (left by an error, or moved by a call whose reply was lost); then
+# records moved from the failures list onto the in-flight list, as repeated
+# LMOVEs would move them, in a few commands. The byte budget bounds the
+# daemon's memory per batch when records are large.
+# Returns {now_ms, the in-flight list's length after, raw...}.
 TAKE = (
     _NOW_MS
     + """
-local taken = {now}
-if ARGV[3] ~= '0' then
-    local held = redis.call('LRANGE', KEYS[2], 0, -1)
-    for i = #held, 1, -1 do taken[#taken + 1] = held[i] end
+local want, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
+local taken, bytes = {}, 0
+if ARGV[3] ~= '0' and want > 0 then
+    local held = redis.call('LRANGE', KEYS[2], -want, -1)
+    for i = #held, 1, -1 do
+        if bytes >= budget then break end
+        taken[#taken + 1] = held[i]
+        bytes = bytes + #held[i]
+    end
 end
-local want = tonumber(ARGV[1])
-if want < 1 then return taken end
-local tail = redis.call('LRANGE', KEYS[1], -want, -1)
-local bytes, budget, moved = 0, tonumber(ARGV[2]), {}
-for i = #tail, 1, -1 do
-    if bytes >= budget then break end
-    moved[#moved + 1] = tail[i]
-    bytes = bytes + #tail[i]
+local room = want - #taken
+if room > 0 and bytes < budget then
+    local tail = redis.call('LRANGE', KEYS[1], -room, -1)
+    local moved = {}
+    for i = #tail, 1, -1 do
+        if bytes >= budget then break end
+        moved[#moved + 1] = tail[i]
+        bytes = bytes + #tail[i]
+    end
+    if #moved > 0 then
+        redis.call('LTRIM', KEYS[1], 0, -(#moved + 1))
+        for first = 1, #moved, 1000 do
+            local last = math.min(first + 999, #moved)
+            redis.call('LPUSH', KEYS[2], unpack(moved, first, last))
+        end
+        for _, raw in ipairs(moved) do taken[#taken + 1] = raw end
+    end
 end
-if #moved == 0 then return taken end
-redis.call('LTRIM', KEYS[1], 0, -(#moved + 1))
-for first = 1, #moved, 1000 do
-    redis.call('LPUSH', KEYS[2], unpack(moved, first, math.min(first + 999, #moved)))
-end
-for _, raw in ipairs(moved) do taken[#taken + 1] = raw end
-return taken
+local out = {now, redis.call('LLEN', KEYS[2])}
+for _, raw in ipairs(taken) do out[#out + 1] = raw end
+return out
 """
 )
 
@@ -405,10 +420,11 @@ RETRY_NOW = """
 local was = 'retry'
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
     if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
-    redis.call('ZREM', KEYS[2], ARGV[1])
     was = 'dead'
 end
+-- A task with nowhere to go stays where it is.
 if redis.call('HEXISTS', KEYS[3], 'queue') == 0 then return -1 end
+redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'state', 'scheduled', 'manual', '1')
 redis.call('PEXPIRE', KEYS[3], ARGV[3])

@@ -223,24 +223,50 @@ async def test_a_write_redis_refuses_is_logged_and_the_rest_commit(
     assert "WRONGTYPE" in refused
 
 
-async def test_take_moves_the_oldest_records_first_and_returns_leftovers_first(ar, r):
+async def test_take_begins_with_the_oldest_records_in_flight(ar, r):
     take = Scripts(ar).take
     r.lpush("failures", *[f"r{i}" for i in range(10)])  # r0 is the oldest
     r.lpush("inflight", "left1", "left0")  # left from a lost reply, oldest last
 
-    now, *batch = await take(keys=["failures", "inflight"], args=[4, 1 << 20])
+    now, length, *batch = await take(keys=["failures", "inflight"], args=[6, 1 << 20])
 
     assert now > 0
     assert batch == [b"left1", b"left0", b"r0", b"r1", b"r2", b"r3"]
+    assert length == 6
     assert r.lrange("inflight", 0, -1)[::-1] == batch
     assert r.lrange("failures", 0, -1) == [f"r{i}".encode() for i in range(9, 3, -1)]
+
+
+async def test_take_of_a_long_in_flight_list_is_one_batch_of_its_oldest(ar, r):
+    take = Scripts(ar).take
+    r.lpush("inflight", *[f"left{i}" for i in range(10)])  # left0 the oldest
+    r.lpush("failures", "new")
+
+    _, length, *batch = await take(keys=["failures", "inflight"], args=[3, 1 << 20])
+
+    assert batch == [b"left0", b"left1", b"left2"]
+    assert length == 10
+    assert r.llen("failures") == 1
+
+
+async def test_take_of_new_records_only_leaves_those_in_flight_out(ar, r):
+    take = Scripts(ar).take
+    r.lpush("inflight", "older")
+    r.lpush("failures", "a", "b")
+
+    _, length, *batch = await take(keys=["failures", "inflight"], args=[5, 1 << 20, 0])
+
+    assert batch == [b"a", b"b"]
+    assert length == 3
 
 
 async def test_take_of_nothing_more_moves_nothing(ar, r):
     take = Scripts(ar).take
     r.lpush("failures", "a", "b")
 
-    assert (await take(keys=["failures", "inflight"], args=[0, 1 << 20]))[1:] == []
+    reply = await take(keys=["failures", "inflight"], args=[0, 1 << 20, 0])
+
+    assert reply[1:] == [0]
     assert r.llen("failures") == 2
 
 
@@ -248,7 +274,7 @@ async def test_take_stops_once_the_byte_budget_is_spent(ar, r):
     take = Scripts(ar).take
     r.lpush("failures", "x" * 10, "y" * 10, "z" * 10)
 
-    _, *batch = await take(keys=["failures", "inflight"], args=[10, 15])
+    _, _, *batch = await take(keys=["failures", "inflight"], args=[10, 15])
 
     assert batch == [b"x" * 10, b"y" * 10]
     assert r.lrange("failures", 0, -1) == [b"z" * 10]
@@ -316,3 +342,51 @@ async def test_a_stop_under_steady_load_takes_effect_between_batches(ar, r, keys
     in_flight = r.llen(keys.inflight("test:1:u"))
     assert in_flight <= 10, "at most the batch taken ahead is left in flight"
     assert received + in_flight + r.llen(keys.failures) == 2000
+
+
+class _LostReply(_Reaping):
+    """Moves two records in flight unseen, as a take whose reply was lost."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.seen = 0
+
+    def classify(self, record):
+        self.seen += 1
+        if self.seen == 4:
+            for _ in range(2):
+                self.r.lmove(
+                    self.keys.failures,
+                    self.keys.inflight(self.consumer),
+                    "RIGHT",
+                    "LEFT",
+                )
+        return self.real.classify(record)
+
+
+async def test_records_moved_by_a_lost_reply_are_handled_in_batches(
+    ar, r, keys, tmp_path
+):
+    consumer = "test:1:s"
+    runtime = Runtime.from_config(parse_config("[intake]\nbatch = 3\n"))
+    runtime = dataclasses.replace(
+        runtime, classifier=_LostReply(runtime.classifier, r, keys, consumer)
+    )
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    for i in range(12):
+        record = {"id": f"t{i}", "task": "t", "queue": "q", "error": "timed out"}
+        r.lpush(keys.failures, json.dumps(record))
+
+    sizes = []
+    while taken := await intake.step(block_s=0):
+        sizes.append(taken)
+
+    assert max(sizes) <= 3
+    assert sorted(r.zrange(keys.retry, 0, -1)) == sorted(
+        f"t{i}".encode() for i in range(12)
+    )
+    assert int(r.hget(keys.stats, "received")) == 12, "each is handled once"
+    assert r.llen(keys.inflight(consumer)) == 0

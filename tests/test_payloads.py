@@ -1,4 +1,4 @@
-"""A long payload is kept apart from its task's hash, and still goes out whole."""
+"""A task across failures: its payload, kept apart when long, and its place."""
 
 from __future__ import annotations
 
@@ -115,3 +115,54 @@ async def test_a_task_given_up_keeps_its_payload_in_its_hash(r, keys, flow):
 
     assert json.loads(r.hget(keys.task("t"), "payload")) == SHORT
     assert not r.exists(keys.payload("t"))
+
+
+async def test_a_task_given_up_cancels_its_pending_retry(r, keys, flow):
+    intake, _ = flow
+    fail(r, keys, SHORT, retry_after=3600)
+    await intake.step(block_s=0)
+    record = {"id": "t", "task": "sync", "queue": "q", "payload": SHORT}
+    r.lpush(keys.failures, json.dumps(record | {"error": "malformed JSON"}))
+    await intake.step(block_s=0)
+
+    assert r.zscore(keys.dead, "t") is not None
+    assert r.zscore(keys.retry, "t") is None
+
+
+async def test_a_dead_task_that_fails_retryably_leaves_the_dead_set(r, keys, flow):
+    intake, _ = flow
+    record = {"id": "t", "task": "sync", "queue": "q", "payload": SHORT}
+    r.lpush(keys.failures, json.dumps(record | {"error": "malformed JSON"}))
+    await intake.step(block_s=0)
+    fail(r, keys, SHORT)
+    await intake.step(block_s=0)
+
+    assert r.zscore(keys.retry, "t") is not None
+    assert r.zscore(keys.dead, "t") is None
+
+
+async def test_a_task_whose_key_is_not_a_hash_is_parked_and_the_rest_flow(
+    r, keys, flow
+):
+    intake, _ = flow
+    r.set(keys.task("t"), "not a hash")
+    fail(r, keys, SHORT)
+    record = {"id": "u", "task": "sync", "queue": "q", "error": "timed out"}
+    r.lpush(keys.failures, json.dumps(record))
+
+    assert await intake.step(block_s=0) == 2
+
+    assert r.zrange(keys.retry, 0, -1) == [b"u"]
+    [parked] = [json.loads(p) for p in r.lrange(keys.invalid, 0, -1)]
+    assert "recoveryd:task:t cannot be read: WRONGTYPE" in parked["reason"]
+    assert r.get(keys.task("t")) == b"not a hash"
+
+
+async def test_retrying_a_dead_task_with_no_queue_leaves_it_dead(r, keys, flow):
+    intake, _ = flow
+    record = {"id": "t", "task": "sync", "error": "malformed JSON"}
+    r.lpush(keys.failures, json.dumps(record))
+    await intake.step(block_s=0)
+
+    assert "no queue" in retry_task(r, keys, "t", ttl_ms=60_000)
+    assert r.zscore(keys.dead, "t") is not None
