@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except NoRedis as exc:
         return _fail(f"recoveryd {args.command}: {exc}", EXIT_REDIS)
+    except redis.ResponseError as exc:
+        # Redis refused a command: a key holds the wrong kind of value.
+        return _fail(f"recoveryd {args.command}: redis refused: {exc}", 1)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -175,3 +175,13 @@ def test_an_unwritable_state_dir_is_one_line(tmp_path, redis_server):
     result = run(config, "run")
     assert result.returncode == 2
     assert "paths.state_dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_key_of_the_wrong_type_is_one_line_not_a_traceback(config, r, keys):
+    r.set(keys.inbox("u2"), "not a list")
+
+    result = run(config, "inbox", "u2")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("recoveryd inbox: redis refused: WRONGTYPE")
+    assert "Traceback" not in result.stderr
