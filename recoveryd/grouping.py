@@ -126,6 +126,7 @@ class GroupState:
     seen: int
     summaries: int
     sample_ids: list[str]
+    last_id: str | None = None
 
     @classmethod
     def from_hash(cls, fields: dict[bytes, bytes]) -> GroupState:
@@ -144,6 +145,7 @@ class GroupState:
             seen=number("seen"),
             summaries=number("summaries"),
             sample_ids=[s for s in samples.split("\n") if s],
+            last_id=fields[b"last_id"].decode() if b"last_id" in fields else None,
         )
 
 

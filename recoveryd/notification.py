@@ -207,8 +207,12 @@ def summary_of(
     since_ms: int,
     last_ms: int,
     now_ms: int,
+    last_id: str | None = None,
 ) -> Notification:
-    """The ``count`` failures a group held back since ``since_ms``, in one."""
+    """The ``count`` failures a group held back since ``since_ms``, in one.
+
+    Its task id is the last failure's (``last_id``), else the last sample's.
+    """
     since, last = iso_utc(since_ms), iso_utc(last_ms)
     times = "time" if count == 1 else "times"
     return msgspec.structs.replace(
@@ -221,7 +225,7 @@ def summary_of(
             f"between {since} and {last}, after the failure of {first.task_id} "
             f"reported at {first.created_at}."
         ),
-        task_id=sample_ids[-1] if sample_ids else first.task_id,
+        task_id=last_id or (sample_ids[-1] if sample_ids else first.task_id),
         created_at=iso_utc(now_ms),
         count=count,
         sample_ids=sample_ids,

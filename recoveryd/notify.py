@@ -343,6 +343,7 @@ class GroupFlusher:
             since_ms=state.since_ms,
             last_ms=state.last_ms,
             now_ms=now_ms,
+            last_id=state.last_id,
         )
         enqueue(pipe, self._keys, summary, state.channels, now_ms)
         pipe.hset(

@@ -128,6 +128,7 @@ async def test_window_end_sends_one_summary_then_a_quiet_window_closes(
     summary = outbox(r, "email")[-1]
     assert summary["type"] == SUMMARY
     assert summary["count"] == 9
+    assert summary["task_id"] == "t9", "the summary names the last failure"
     assert summary["sample_ids"] == ["t1", "t2", "t3", "t4", "t5"]
     assert summary["title"] == "orders.import failed 9 more times: unrecoverable data"
 
