@@ -585,7 +585,9 @@ class Intake:
         writes.zrem(keys.dead, task_id)
         writes.pexpire(task_key, round(runtime.config.retry.task_ttl_s * 1000))
         writes.call("DEL", keys.payload(task_id))
-        log.info("task %s reported a success; its retry is cancelled", task_id)
+        # DEBUG: a burst of reports must not become a burst of log lines;
+        # the batch's tally counts them.
+        log.debug("task %s reported a success; its retry is cancelled", task_id)
 
     def _park(
         self,
