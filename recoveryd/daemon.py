@@ -275,7 +275,12 @@ class Daemon:
         with anyio.move_on_after(STOP_GRACE_S if self.ready.is_set() else 0) as grace:
             await self._intake_stopped.wait()
         if grace.cancelled_caught and self.ready.is_set():
-            log.warning("intake did not finish its batch within %gs", STOP_GRACE_S)
+            log.warning(
+                "intake did not finish its batch within %gs; its records stay in "
+                "flight, to be taken again",
+                STOP_GRACE_S,
+            )
+            self.intake.abandon()
         tg.cancel_scope.cancel()
 
     def reload(self) -> None:

@@ -165,6 +165,8 @@ class Intake:
         self.processed = 0
         # The batch taken while the last one was committed, if any.
         self._ahead: _Taken | None = None
+        # The commit under way, shielded from a stop; see `abandon`.
+        self._committing: anyio.CancelScope | None = None
 
     async def run(self) -> None:
         """Take and handle batches until cancelled (only ever while waiting)."""
@@ -194,12 +196,22 @@ class Intake:
             return 0
         # Read again: a reload while blocked applies to this batch already.
         runtime = self._runtime()
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True) as self._committing:
             # Once records are in flight, their batch is committed even if
             # the daemon is stopping: the commit is what makes stop lossless.
             await self._commit(runtime, taken)
+        self._committing = None
         self.processed += len(taken.raws)
         return len(taken.raws)
+
+    def abandon(self) -> None:
+        """Give up the commit under way: Redis does not answer, and stop must.
+
+        Its records stay in flight, whether or not Redis applied the commit
+        (one script: all or nothing), and are taken again after a restart.
+        """
+        if self._committing is not None:
+            self._committing.cancel()
 
     async def _take(
         self, runtime: Runtime, block_s: float, waited: bool = False

@@ -147,3 +147,24 @@ def test_sigterm_stops_cleanly_and_loses_nothing(r, keys, start_daemon):
     assert r.zcard(keys.retry) == handled
     assert not any(r.llen(k) for k in r.scan_iter(match=keys.inflight("*")))
     assert b"recoveryd stopped" in daemon.log().encode()
+
+
+def test_sigterm_while_redis_hangs_still_stops_and_loses_nothing(
+    r, keys, start_daemon, redis_server
+):
+    daemon = start_daemon("[intake]\nbatch = 50\n")
+    record = json.dumps({"task": "t", "queue": "q", "error": "connection refused"})
+    r.lpush(keys.failures, *[record] * 20_000)
+    wait_for(lambda: int(r.hget(keys.stats, "received") or 0) > 0, what="intake")
+
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        daemon.signal(signal.SIGTERM)
+        # The stop grace (10 s) and the sign-off's (10 s), then out.
+        assert daemon.process.wait(40) == 0
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+
+    handled = int(r.hget(keys.stats, "received"))
+    in_flight = sum(r.llen(k) for k in r.scan_iter(match=keys.inflight("*")))
+    assert handled + in_flight + r.llen(keys.failures) == 20_000
