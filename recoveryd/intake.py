@@ -342,6 +342,10 @@ class Intake:
             writes.drop_from(mark)
             self._park(writes, runtime, raw, InvalidRecord(reason=_bug(exc)), batch)
 
+    # Limitation: two daemons handling failures of one task at once both
+    # recall it before either commits, and the later commit wins (attempt
+    # one low, or a success report overtaken); fix: a version per task that
+    # COMMIT checks, putting a record back when its task moved meanwhile.
     async def _recall(
         self, runtime: Runtime, items: list[_Item], batch: _Batch, *, ahead: bool
     ) -> tuple[dict[str, _Known], _Taken]:
