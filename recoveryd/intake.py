@@ -468,7 +468,7 @@ class Intake:
             # over, its payload is replaced by this one's, and if it was
             # given up on, it is not any more.
             writes.zrem(keys.dead, task_id)
-            writes.call("HDEL", task_key, "manual", "payload")
+            writes.call("HDEL", task_key, "manual", "payload", *_DEAD_ONLY)
             if not apart:
                 writes.call("DEL", payload_key)
         ttl_ms = round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000)
@@ -711,6 +711,9 @@ def _history_entry(
         "error": _first_line(record.error)[:ERROR_HEAD],
     }
 
+
+# What only a dead task's hash holds; dropped when the task is retried again.
+_DEAD_ONLY = ("died_at", "reason", "record", "alerted_at")
 
 # What intake reads back of a task it has seen before.
 _RECALLED = ["attempt", "history", "state", "category", "pattern", "failed_at", "error"]

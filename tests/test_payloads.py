@@ -139,6 +139,8 @@ async def test_a_dead_task_that_fails_retryably_leaves_the_dead_set(r, keys, flo
 
     assert r.zscore(keys.retry, "t") is not None
     assert r.zscore(keys.dead, "t") is None
+    task = r.hgetall(keys.task("t"))
+    assert b"reason" not in task and b"died_at" not in task and b"record" not in task
 
 
 async def test_a_task_whose_key_is_not_a_hash_is_parked_and_the_rest_flow(
