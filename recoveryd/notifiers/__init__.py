@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from recoveryd.notification import Notification
 
-__all__ = ["BatchChannel", "Channel", "DeliveryError"]
+__all__ = ["BatchChannel", "Channel", "DeliveryError", "SendsBatches"]
 
 
 class DeliveryError(Exception):
@@ -34,6 +34,20 @@ class Channel(Protocol):
     async def aclose(self) -> None:
         """Release what the channel holds open (files, connections)."""
         ...
+
+
+class SendsBatches:
+    """For a channel with `send_many`: `send` is a batch of one."""
+
+    async def send_many(
+        self, notifications: Sequence[Notification]
+    ) -> list[DeliveryError | None]:
+        raise NotImplementedError
+
+    async def send(self, notification: Notification) -> None:
+        [error] = await self.send_many([notification])
+        if error is not None:
+            raise error
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from recoveryd.notification import ADMIN, Notification
-from recoveryd.notifiers import DeliveryError
+from recoveryd.notifiers import DeliveryError, SendsBatches
 
 __all__ = ["ADMIN_LOG", "USER_LOG", "AlertLog"]
 
@@ -60,7 +60,7 @@ class _AppendFile:
         return self._fd
 
 
-class AlertLog:
+class AlertLog(SendsBatches):
     """Writes each notification to the log of its audience."""
 
     name = "alert_log"
@@ -69,11 +69,6 @@ class AlertLog:
         self._admin = _AppendFile(state_dir / ADMIN_LOG)
         self._user = _AppendFile(state_dir / USER_LOG)
         self._encoder = msgspec.json.Encoder()
-
-    async def send(self, notification: Notification) -> None:
-        [error] = await self.send_many([notification])
-        if error is not None:
-            raise error
 
     async def send_many(
         self, notifications: Sequence[Notification]

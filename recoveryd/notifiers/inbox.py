@@ -19,12 +19,12 @@ from redis.exceptions import RedisError
 from recoveryd.config import InboxSettings
 from recoveryd.keys import Keys
 from recoveryd.notification import Notification
-from recoveryd.notifiers import DeliveryError
+from recoveryd.notifiers import DeliveryError, SendsBatches
 
 __all__ = ["InboxChannel", "read_inbox"]
 
 
-class InboxChannel:
+class InboxChannel(SendsBatches):
     """Adds each notification to its user's inbox."""
 
     name = "inbox"
@@ -35,11 +35,6 @@ class InboxChannel:
         self._max_items = settings.max_items
         self._max_age_ms = round(settings.max_age_s * 1000)
         self._encoder = msgspec.json.Encoder()
-
-    async def send(self, notification: Notification) -> None:
-        [error] = await self.send_many([notification])
-        if error is not None:
-            raise error
 
     async def send_many(
         self, notifications: Sequence[Notification]
