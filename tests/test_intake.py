@@ -177,9 +177,26 @@ class _Reaping:
         self.real, self.r, self.keys, self.consumer = real, r, keys, consumer
 
     def classify(self, record):
+        self.act()
+        return self.real.classify(record)
+
+    def act(self):
         inflight = self.keys.inflight(self.consumer)
         while self.r.lmove(inflight, self.keys.failures, "LEFT", "RIGHT"):
             pass
+
+
+class _OnFourth(_Reaping):
+    """Acts only while the fourth record, the second batch's first, is classified."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.seen = 0
+
+    def classify(self, record):
+        self.seen += 1
+        if self.seen == 4:
+            self.act()
         return self.real.classify(record)
 
 
@@ -280,35 +297,31 @@ async def test_take_stops_once_the_byte_budget_is_spent(ar, r):
     assert r.lrange("failures", 0, -1) == [b"z" * 10]
 
 
-class _ReapingLater(_Reaping):
+class _ReapingLater(_OnFourth):
     """Takes the records back while the batch after the first is classified."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.seen = 0
 
-    def classify(self, record):
-        self.seen += 1
-        if self.seen == 4:
-            return super().classify(record)
-        return self.real.classify(record)
-
-
-async def test_records_taken_back_with_two_batches_in_flight_are_handled_once(
-    ar, r, keys, tmp_path
-):
-    consumer = "test:1:v"
+def small_batches(ar, r, keys, consumer: str, classifier, count: int) -> Intake:
+    """An intake of 3-record batches with ``classifier``, and ``count`` failures."""
     runtime = Runtime.from_config(parse_config("[intake]\nbatch = 3\n"))
     runtime = dataclasses.replace(
-        runtime, classifier=_ReapingLater(runtime.classifier, r, keys, consumer)
+        runtime, classifier=classifier(runtime.classifier, r, keys, consumer)
     )
     wake = Wakeup(ar, keys.wake, Link())
     intake = Intake(
         ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
     )
-    for i in range(6):
+    for i in range(count):
         record = {"id": f"t{i}", "task": "t", "queue": "q", "error": "timed out"}
         r.lpush(keys.failures, json.dumps(record))
+    return intake
+
+
+async def test_records_taken_back_with_two_batches_in_flight_are_handled_once(
+    ar, r, keys
+):
+    consumer = "test:1:v"
+    intake = small_batches(ar, r, keys, consumer, _ReapingLater, 6)
 
     steps = 0
     while await intake.step(block_s=0):
@@ -344,41 +357,18 @@ async def test_a_stop_under_steady_load_takes_effect_between_batches(ar, r, keys
     assert received + in_flight + r.llen(keys.failures) == 2000
 
 
-class _LostReply(_Reaping):
+class _LostReply(_OnFourth):
     """Moves two records in flight unseen, as a take whose reply was lost."""
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.seen = 0
-
-    def classify(self, record):
-        self.seen += 1
-        if self.seen == 4:
-            for _ in range(2):
-                self.r.lmove(
-                    self.keys.failures,
-                    self.keys.inflight(self.consumer),
-                    "RIGHT",
-                    "LEFT",
-                )
-        return self.real.classify(record)
+    def act(self):
+        inflight = self.keys.inflight(self.consumer)
+        for _ in range(2):
+            self.r.lmove(self.keys.failures, inflight, "RIGHT", "LEFT")
 
 
-async def test_records_moved_by_a_lost_reply_are_handled_in_batches(
-    ar, r, keys, tmp_path
-):
+async def test_records_moved_by_a_lost_reply_are_handled_in_batches(ar, r, keys):
     consumer = "test:1:s"
-    runtime = Runtime.from_config(parse_config("[intake]\nbatch = 3\n"))
-    runtime = dataclasses.replace(
-        runtime, classifier=_LostReply(runtime.classifier, r, keys, consumer)
-    )
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
-    )
-    for i in range(12):
-        record = {"id": f"t{i}", "task": "t", "queue": "q", "error": "timed out"}
-        r.lpush(keys.failures, json.dumps(record))
+    intake = small_batches(ar, r, keys, consumer, _LostReply, 12)
 
     sizes = []
     while taken := await intake.step(block_s=0):

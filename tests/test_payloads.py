@@ -33,6 +33,12 @@ def fail(r, keys, payload, queue="q", **extra) -> None:
     r.lpush(keys.failures, json.dumps(record | {"payload": payload} | extra))
 
 
+def fail_for_good(r, keys) -> None:
+    """A failure of task t in a category that is never retried."""
+    record = {"id": "t", "task": "sync", "queue": "q", "payload": SHORT}
+    r.lpush(keys.failures, json.dumps(record | {"error": "malformed JSON"}))
+
+
 async def dispatch_now(r, keys, dispatch) -> None:
     """Make every pending retry due, and dispatch them."""
     r.zadd(keys.retry, dict.fromkeys(r.zrange(keys.retry, 0, -1), 1), xx=True)
@@ -105,34 +111,22 @@ async def test_a_success_report_drops_a_pending_payload(r, keys, flow):
     assert not r.exists(keys.payload("t"))
 
 
-async def test_a_task_given_up_keeps_its_payload_in_its_hash(r, keys, flow):
+async def test_a_task_given_up_keeps_its_payload_and_drops_its_retry(r, keys, flow):
     intake, _ = flow
     fail(r, keys, LONG, retry_after=3600)
     await intake.step(block_s=0)
-    record = {"id": "t", "task": "sync", "queue": "q", "payload": SHORT}
-    r.lpush(keys.failures, json.dumps(record | {"error": "malformed JSON"}))
+    fail_for_good(r, keys)
     await intake.step(block_s=0)
 
     assert json.loads(r.hget(keys.task("t"), "payload")) == SHORT
     assert not r.exists(keys.payload("t"))
-
-
-async def test_a_task_given_up_cancels_its_pending_retry(r, keys, flow):
-    intake, _ = flow
-    fail(r, keys, SHORT, retry_after=3600)
-    await intake.step(block_s=0)
-    record = {"id": "t", "task": "sync", "queue": "q", "payload": SHORT}
-    r.lpush(keys.failures, json.dumps(record | {"error": "malformed JSON"}))
-    await intake.step(block_s=0)
-
     assert r.zscore(keys.dead, "t") is not None
-    assert r.zscore(keys.retry, "t") is None
+    assert r.zscore(keys.retry, "t") is None, "the earlier failure's retry is void"
 
 
 async def test_a_dead_task_that_fails_retryably_leaves_the_dead_set(r, keys, flow):
     intake, _ = flow
-    record = {"id": "t", "task": "sync", "queue": "q", "payload": SHORT}
-    r.lpush(keys.failures, json.dumps(record | {"error": "malformed JSON"}))
+    fail_for_good(r, keys)
     await intake.step(block_s=0)
     fail(r, keys, SHORT)
     await intake.step(block_s=0)
