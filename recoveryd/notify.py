@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -88,6 +88,9 @@ GROUP_BATCH = 100
 # A group is re-read this many times when intake keeps changing it under
 # the flusher's feet; the next wake-up tries again.
 FLUSH_TRIES = 20
+
+# Sends notifications; one result each, None when sent.
+_Sender = Callable[[Sequence[Notification]], Awaitable[list[DeliveryError | None]]]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Delivery)
@@ -507,11 +510,11 @@ class DeliveryLoop:
     async def _deliver_all(self, members: list[bytes], now_ms: int) -> None:
         delivered: list[bytes] = []
         if self._batched is not None:
-            await self._send_many(self._batched, members, now_ms, delivered)
+            await self._send(members, now_ms, delivered, self._send_at_once)
         else:
             async with anyio.create_task_group() as tg:
                 for member in members:
-                    tg.start_soon(self._send, member, now_ms, delivered)
+                    tg.start_soon(self._send, [member], now_ms, delivered)
         if delivered:
             # One round trip for the batch: under a burst this was one
             # transaction per notification.
@@ -519,64 +522,65 @@ class DeliveryLoop:
 
     async def _deliver(self, member: bytes, now_ms: int) -> None:
         delivered: list[bytes] = []
-        await self._send(member, now_ms, delivered)
+        await self._send([member], now_ms, delivered)
         if delivered:
             await self._settle(delivered, None)
 
-    async def _send(self, member: bytes, now_ms: int, delivered: list[bytes]) -> None:
-        """Send one delivery; a sent one joins ``delivered``, to be settled."""
-        delivery = await self._decode(member)
-        if delivery is None:
+    async def _send(
+        self,
+        members: list[bytes],
+        now_ms: int,
+        delivered: list[bytes],
+        send: _Sender | None = None,
+    ) -> None:
+        """Send deliveries, one at a time unless ``send`` takes them at once.
+
+        Each one sent joins ``delivered``, to be settled; each one that was
+        not is a failed try.
+        """
+        batch = [(m, d) for m in members if (d := await self._decode(m)) is not None]
+        if not batch:
             return
+        notifications = [delivery.notification for _, delivery in batch]
+        results: list[BaseException | None]
         try:
-            async with self._slots:
-                with anyio.fail_after(self._limits.timeout_s):
-                    await self._channel.send(delivery.notification)
+            results = list(await (send or self._send_one)(notifications))
         except (DeliveryError, TimeoutError, OSError) as exc:
-            await self._failed(member, delivery, exc, now_ms)
-            return
+            results = [exc] * len(batch)
         except Exception as exc:
             # A bug in the channel, or a notification it cannot render: a
             # failed try like any other, so it ends as undeliverable instead
             # of failing the loop, and the deliveries behind it, for ever.
             log.exception(
-                "channel %s could not send %s", self._channel.name, member[:80]
+                "channel %s could not send %s", self._channel.name, batch[0][0][:80]
             )
-            await self._failed(member, delivery, exc, now_ms)
-            return
-        if self._failing:
-            self._failing = False
-            log.info("channel %s is delivering again", self._channel.name)
-        delivered.append(member)
-
-    async def _send_many(
-        self,
-        channel: BatchChannel,
-        members: list[bytes],
-        now_ms: int,
-        delivered: list[bytes],
-    ) -> None:
-        """Send a batch through a channel that takes it at once."""
-        batch = [(m, d) for m in members if (d := await self._decode(m)) is not None]
-        results: list[BaseException | None]
-        try:
-            with anyio.fail_after(self._limits.timeout_s):
-                results = list(
-                    await channel.send_many([d.notification for _, d in batch])
-                )
-        except (DeliveryError, TimeoutError, OSError) as exc:
             results = [exc] * len(batch)
-        except Exception as exc:
-            log.exception("channel %s could not send a batch", self._channel.name)
-            results = [exc] * len(batch)
+        sent = False
         for (member, delivery), error in zip(batch, results, strict=True):
             if error is None:
                 delivered.append(member)
+                sent = True
             else:
                 await self._failed(member, delivery, error, now_ms)
-        if delivered and self._failing:
+        if sent and self._failing:
             self._failing = False
             log.info("channel %s is delivering again", self._channel.name)
+
+    async def _send_one(
+        self, notifications: Sequence[Notification]
+    ) -> list[DeliveryError | None]:
+        [notification] = notifications
+        async with self._slots:
+            with anyio.fail_after(self._limits.timeout_s):
+                await self._channel.send(notification)
+        return [None]
+
+    async def _send_at_once(
+        self, notifications: Sequence[Notification]
+    ) -> list[DeliveryError | None]:
+        assert self._batched is not None
+        with anyio.fail_after(self._limits.timeout_s):
+            return await self._batched.send_many(notifications)
 
     async def _decode(self, member: bytes) -> Delivery | None:
         try:
