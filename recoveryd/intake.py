@@ -111,10 +111,11 @@ class _Taken:
     items: list[_Item] | None = None
 
     @classmethod
-    def from_reply(cls, reply: list[Any]) -> _Taken:
+    def from_reply(cls, reply: list[Any], *, behind: int = 0) -> _Taken:
+        """From TAKE's reply; ``behind``: records of batches still to commit."""
         raws = reply[2:]
         inflight = int(reply[1])
-        return cls(int(reply[0]), raws, inflight, alone=inflight == len(raws))
+        return cls(int(reply[0]), raws, inflight, alone=inflight == behind + len(raws))
 
 
 @dataclass(slots=True)
@@ -273,7 +274,6 @@ class Intake:
             raise outcome[0]
         # The batch taken ahead is next if nothing else is in flight; if
         # something is, the next take starts again from the oldest record.
-        ahead.alone = ahead.inflight == len(raws) + len(ahead.raws)
         self._ahead = ahead if ahead.raws and ahead.alone else None
         if not outcome[0]:
             # Another daemon judged this one dead and took the records back
@@ -384,7 +384,7 @@ class Intake:
                 batch.unreadable[task_id] = fields.decode(errors="replace")[:200]
             elif fields[0] is not None:
                 known[task_id] = _known(fields)
-        return known, _Taken.from_reply(took)
+        return known, _Taken.from_reply(took, behind=len(items))
 
     def _handle(
         self,
