@@ -15,7 +15,7 @@ from recoveryd.config import InboxSettings
 from recoveryd.connection import Link
 from recoveryd.keys import Keys
 from recoveryd.notification import ADMIN, DIGEST, SUMMARY, USER, Notification
-from recoveryd.notifiers import DeliveryError
+from recoveryd.notifiers import Channel, DeliveryError
 from recoveryd.notifiers.inbox import InboxChannel
 from recoveryd.notify import DeliveryLoop, GroupFlusher, Limits, enqueue, route
 from recoveryd.records import User
@@ -209,7 +209,7 @@ class Recorder:
 
 
 def loop_for(
-    client: Redis, scripts: Scripts, channel: Recorder, **limits: object
+    client: Redis, scripts: Scripts, channel: Channel, **limits: object
 ) -> DeliveryLoop:
     return DeliveryLoop(
         client,
@@ -354,16 +354,7 @@ async def test_a_batched_channel_settles_each_delivery_on_its_own(client, script
         "inbox",
         [notification(audience=USER, user=User(id=u), task_id=u) for u in users],
     )
-    loop = DeliveryLoop(
-        client,
-        scripts,
-        keys,
-        inbox,
-        Alarm("outbox:inbox"),
-        Link(),
-        limits=Limits(base_delay_s=3600),
-        fallback=None,
-    )
+    loop = loop_for(client, scripts, inbox, base_delay_s=3600)
 
     def outbox() -> list[dict]:
         return [msgspec.json.decode(m) for m in r.zrange(keys.outbox("inbox"), 0, -1)]
