@@ -111,9 +111,9 @@ end
 # Applies a batch's writes in one step, then takes the batch's records off
 # the in-flight list. If the list no longer holds what it should, another
 # daemon judged this one dead and took its records back: nothing is
-# written, and 0 is returned. A write
-# that fails (a key of the wrong type) is skipped, not allowed to stop the
-# rest: the batch is committed, and the reply says what failed.
+# written, and 0 is returned. A write that fails (a key of the wrong type)
+# is skipped, not allowed to stop the rest: the batch is committed, and the
+# reply says what failed.
 # Returns {1, failed writes, first error or ''}.
 COMMIT = (
     _WRITES
@@ -143,12 +143,8 @@ for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
 end
 for key in pairs(due) do try('ZADD', key, add_due, key) end
 if #KEYS > 0 then
-    local batch = tonumber(ARGV[3] or ARGV[1])
-    if batch >= tonumber(ARGV[1]) then
-        redis.call('DEL', KEYS[1])
-    else
-        redis.call('LTRIM', KEYS[1], 0, -(batch + 1))
-    end
+    -- Keeps all but the batch's records, the oldest; none left: no list.
+    redis.call('LTRIM', KEYS[1], 0, -(tonumber(ARGV[3] or ARGV[1]) + 1))
 end
 return {1, failed, first}
 """
