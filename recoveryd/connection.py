@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -29,7 +32,9 @@ from recoveryd.metrics import METRICS
 __all__ = [
     "REDIS_AWAY",
     "Link",
+    "Replies",
     "connect",
+    "exchange",
     "redact_url",
     "time_ms",
     "time_ms_sync",
@@ -83,6 +88,52 @@ def time_ms_sync(client: redis.Redis) -> int:
 def _ms(reply: tuple[int, int]) -> int:
     seconds, micros = reply
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+class Replies:
+    """The replies to commands sent together, read one at a time, in order."""
+
+    def __init__(self, connection: Any, count: int) -> None:
+        self._connection = connection
+        self.unread = count
+
+    async def next(self) -> Any:
+        """The next reply; a reply that is an error is raised."""
+        if self.unread == 0:
+            raise IndexError("every reply has been read")
+        self.unread -= 1
+        return await self._connection.read_response()
+
+
+@asynccontextmanager
+async def exchange(
+    client: Redis, commands: Sequence[Sequence[Any]]
+) -> AsyncIterator[Replies]:
+    """Send ``commands`` in one write, and read their replies as they come.
+
+    A pipeline hands back every reply at once. Here the caller can work on
+    the first reply while Redis is still running the commands after it.
+    Replies left unread are read on the way out; if the block raises, the
+    connection is closed instead, since its replies can no longer be
+    matched to commands. No command is retried: a Redis error reaches the
+    caller as it is.
+    """
+    pool = client.connection_pool
+    connection = await pool.get_connection()
+    clean = False
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies = Replies(connection, len(commands))
+        yield replies
+        while replies.unread:
+            await replies.next()
+        clean = True
+    finally:
+        # Shielded: a cancelled caller must still hand the connection back.
+        with anyio.CancelScope(shield=True):
+            if not clean:
+                await connection.disconnect(nowait=True)
+            await pool.release(connection)
 
 
 def redact_url(url: str) -> str:

@@ -104,19 +104,70 @@ local function group(op)
 end
 """
 
-# KEYS: an in-flight list, or none.  ARGV: how many records that list must
-# hold, one MessagePack array of writes, each {command, arg...} or one of
-# those above, and how many of the list's oldest records the batch is (all
-# when absent).
+# take(failures, inflight, want, budget, held): a batch of up to ``want``
+# records and about ``budget`` bytes (at least one record), oldest first:
+# with ``held``, the oldest records already in flight first (left by an
+# error, or moved by a call whose reply was lost); then records moved from
+# the failures list onto the in-flight list, as repeated LMOVEs would move
+# them, in a few commands. The byte budget bounds the daemon's memory per
+# batch when records are large.
+_TAKE = """
+local function take(failures, inflight, want, budget, held)
+    local taken, bytes = {}, 0
+    if held and want > 0 then
+        local kept = redis.call('LRANGE', inflight, -want, -1)
+        for i = #kept, 1, -1 do
+            if bytes >= budget then break end
+            taken[#taken + 1] = kept[i]
+            bytes = bytes + #kept[i]
+        end
+    end
+    local room = want - #taken
+    if room > 0 and bytes < budget then
+        local tail = redis.call('LRANGE', failures, -room, -1)
+        local moved = {}
+        for i = #tail, 1, -1 do
+            if bytes >= budget then break end
+            moved[#moved + 1] = tail[i]
+            bytes = bytes + #tail[i]
+        end
+        if #moved > 0 then
+            redis.call('LTRIM', failures, 0, -(#moved + 1))
+            for first = 1, #moved, 1000 do
+                local last = math.min(first + 999, #moved)
+                redis.call('LPUSH', inflight, unpack(moved, first, last))
+            end
+            for _, raw in ipairs(moved) do taken[#taken + 1] = raw end
+        end
+    end
+    return taken
+end
+
+local function taken_reply(out, inflight, taken)
+    out[#out + 1] = now
+    out[#out + 1] = redis.call('LLEN', inflight)
+    for _, raw in ipairs(taken) do out[#out + 1] = raw end
+    return out
+end
+"""
+
+# KEYS: an in-flight list, or none; then, to take the next batch, the
+# failures list.  ARGV: how many records the in-flight list must hold, one
+# MessagePack array of writes, each {command, arg...} or one of those above,
+# how many of the list's oldest records the batch is (all when absent), and,
+# with the failures list, how many records and bytes to take next.
 # Applies a batch's writes in one step, then takes the batch's records off
 # the in-flight list. If the list no longer holds what it should, another
 # daemon judged this one dead and took its records back: nothing is
 # written, and 0 is returned. A write that fails (a key of the wrong type)
 # is skipped, not allowed to stop the rest: the batch is committed, and the
-# reply says what failed.
-# Returns {1, failed writes, first error or ''}.
+# reply says what failed. Then the next batch is taken, new records only.
+# Returns {1, failed writes, first error or ''}, and with a take the
+# take's {now_ms, in-flight length, raw...} after that.
 COMMIT = (
-    _WRITES
+    _NOW_MS
+    + _WRITES
+    + _TAKE
     + """
 if #KEYS > 0 and redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then
     return {0, 0, ''}
@@ -146,6 +197,10 @@ if #KEYS > 0 then
     -- Keeps all but the batch's records, the oldest; none left: no list.
     redis.call('LTRIM', KEYS[1], 0, -(tonumber(ARGV[3] or ARGV[1]) + 1))
 end
+if #KEYS > 1 then
+    local taken = take(KEYS[2], KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[5]), false)
+    return taken_reply({1, failed, first}, KEYS[1], taken)
+end
 return {1, failed, first}
 """
 )
@@ -171,48 +226,14 @@ return out
 """
 
 # KEYS: failures, inflight.  ARGV: how many, how many bytes, and 1 to begin
-# with the records already in flight or 0 for only new ones.
-# A batch of up to ARGV[1] records and about ARGV[2] bytes (at least one
-# record), oldest first: with ARGV[3] = 1, the oldest records in flight
-# first (left by an error, or moved by a call whose reply was lost); then
-# records moved from the failures list onto the in-flight list, as repeated
-# LMOVEs would move them, in a few commands. The byte budget bounds the
-# daemon's memory per batch when records are large.
+# with the records already in flight or 0 for only new ones (see take).
 # Returns {now_ms, the in-flight list's length after, raw...}.
 TAKE = (
     _NOW_MS
+    + _TAKE
     + """
 local want, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
-local taken, bytes = {}, 0
-if ARGV[3] ~= '0' and want > 0 then
-    local held = redis.call('LRANGE', KEYS[2], -want, -1)
-    for i = #held, 1, -1 do
-        if bytes >= budget then break end
-        taken[#taken + 1] = held[i]
-        bytes = bytes + #held[i]
-    end
-end
-local room = want - #taken
-if room > 0 and bytes < budget then
-    local tail = redis.call('LRANGE', KEYS[1], -room, -1)
-    local moved = {}
-    for i = #tail, 1, -1 do
-        if bytes >= budget then break end
-        moved[#moved + 1] = tail[i]
-        bytes = bytes + #tail[i]
-    end
-    if #moved > 0 then
-        redis.call('LTRIM', KEYS[1], 0, -(#moved + 1))
-        for first = 1, #moved, 1000 do
-            local last = math.min(first + 999, #moved)
-            redis.call('LPUSH', KEYS[2], unpack(moved, first, last))
-        end
-        for _, raw in ipairs(moved) do taken[#taken + 1] = raw end
-    end
-end
-local out = {now, redis.call('LLEN', KEYS[2])}
-for _, raw in ipairs(taken) do out[#out + 1] = raw end
-return out
+return taken_reply({}, KEYS[2], take(KEYS[1], KEYS[2], want, budget, ARGV[3] ~= '0'))
 """
 )
 

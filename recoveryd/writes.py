@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
+from typing import Any
 
 import msgspec
 
 from recoveryd.scripts import Scripts
 
-__all__ = ["Writes"]
+__all__ = ["Writes", "read_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,39 @@ class Writes:
         args: list[int | bytes] = [holding, _encode(self._ops)]
         if batch is not None:
             args.append(batch)
-        reply = await scripts.commit(keys=keys, args=args)
-        done, failed, first = int(reply[0]), int(reply[1]), reply[2]
-        if failed:
-            error = first.decode() if isinstance(first, bytes) else str(first)
-            log.error("Redis refused %d writes; the first: %s", failed, error)
-        return done == 1
+        done, _ = read_commit(await scripts.commit(keys=keys, args=args))
+        return done
+
+    def commit_command(
+        self,
+        scripts: Scripts,
+        inflight: str,
+        holding: int,
+        batch: int,
+        *,
+        take: tuple[str, int, int] | None = None,
+    ) -> list[str | int | bytes]:
+        """`commit` as one command to send (see `recoveryd.connection.exchange`).
+
+        ``take``: then take the next batch, new records only: the failures
+        list, at most how many records and about how many bytes.
+        """
+        keys = [inflight]
+        args: list[str | int | bytes] = [holding, _encode(self._ops), batch]
+        if take is not None:
+            failures, most, budget = take
+            keys.append(failures)
+            args += (most, budget)
+        return ["EVAL", scripts.commit.script, len(keys), *keys, *args]
+
+
+def read_commit(reply: list[Any]) -> tuple[bool, list[Any] | None]:
+    """Whether COMMIT applied the writes, and its take's reply if it took.
+
+    Writes Redis refused are logged.
+    """
+    done, failed, first = int(reply[0]), int(reply[1]), reply[2]
+    if failed:
+        error = first.decode() if isinstance(first, bytes) else str(first)
+        log.error("Redis refused %d writes; the first: %s", failed, error)
+    return done == 1, reply[3:] if len(reply) > 3 else None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
-from recoveryd.connection import redact_url
+from recoveryd.connection import exchange, redact_url
 from tests.conftest import wait_for
 
 
@@ -80,3 +81,27 @@ def test_daemon_starts_before_redis_and_waits(
 
 def test_password_is_never_shown():
     assert redact_url("redis://:hunter2@db:6379/0") == "redis://:***@db:6379/0"
+
+
+async def test_exchange_hands_back_each_reply_in_turn(ar, r):
+    r.rpush("l", "a", "b")
+    commands = [["LRANGE", "l", 0, -1], ["RPUSH", "l", "c"], ["LLEN", "l"]]
+
+    async with exchange(ar, commands) as replies:
+        assert await replies.next() == [b"a", b"b"]
+        assert replies.unread == 2
+    # The rest were read on the way out, and the connection is reused clean.
+
+    assert r.llen("l") == 3
+    assert await ar.lrange("l", 0, -1) == [b"a", b"b", b"c"]
+
+
+async def test_exchange_left_by_an_error_leaves_no_stray_reply(ar, r):
+    r.set("s", "not a list")
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        async with exchange(ar, [["LLEN", "s"], ["SET", "x", "1"]]) as replies:
+            await replies.next()
+
+    assert r.get("x") == b"1", "a command sent is run even if its reply is unread"
+    assert await ar.get("s") == b"not a list"
