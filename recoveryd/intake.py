@@ -9,13 +9,17 @@ A daemon killed at any point leaves its records in flight, and they are
 taken again by whichever daemon recovers them; so each record gets exactly
 one outcome.
 
-Under load, batches overlap: the next batch is taken in the same round trip
-that reads back what the current one needs to know, and decoded and
-classified while Redis applies the current one's writes. At most two
-batches are then in flight, the older at the list's tail; each commit takes
-only its own records off. The next batch's tasks are read back only after
-the current one is committed, so a task failing in both sees the first
-failure.
+Under load, batches overlap, three deep. While Redis commits one batch,
+the daemon decides the next: both go in one write, the next batch's
+recall first, so its tasks are read back before the commit runs and the
+batch is classified and decided while Redis applies the writes; the
+commit then takes a third batch. A task in both batches is decided on what
+the first left it (kept here, not read back), so a task failing in both
+sees the first failure. The batches in flight lie oldest at the list's
+tail; each commit takes only its own records off and checks the list
+holds exactly what this daemon took. Anything else found there (records
+left by an error, or moved by a lost reply) stops the overlap: the next
+take starts again from the oldest record in flight.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -35,7 +39,7 @@ from recoveryd import adaptive, notify
 from recoveryd import history as minutes
 from recoveryd.categories import NETWORK, CategorySettings
 from recoveryd.classify import Classification
-from recoveryd.connection import REDIS_AWAY, Link
+from recoveryd.connection import REDIS_AWAY, Link, exchange
 from recoveryd.metrics import METRICS
 from recoveryd.notification import for_dead_task, for_unrecoverable, iso_utc
 from recoveryd.pause import Silences
@@ -51,7 +55,7 @@ from recoveryd.runtime import Runtime
 from recoveryd.schedule import Decision, decide, next_attempt
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
-from recoveryd.writes import Writes
+from recoveryd.writes import Writes, read_commit
 
 __all__ = ["Intake", "Outcome"]
 
@@ -107,12 +111,10 @@ class _Taken:
     inflight: int = 0
     # Nothing else is in flight once the batches before it are committed.
     alone: bool = False
-    # Decoded and classified while the batch before was being committed.
-    items: list[_Item] | None = None
 
     @classmethod
     def from_reply(cls, reply: list[Any], *, behind: int = 0) -> _Taken:
-        """From TAKE's reply; ``behind``: records of batches still to commit."""
+        """From a take's reply; ``behind``: records of batches still to commit."""
         raws = reply[2:]
         inflight = int(reply[1])
         return cls(int(reply[0]), raws, inflight, alone=inflight == behind + len(raws))
@@ -134,6 +136,17 @@ class _Batch:
     # What is logged after the commit, a few lines a batch at most.
     given_up: list[str] = field(default_factory=list)
     parked: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A batch whose outcomes are decided, their writes not yet committed."""
+
+    taken: _Taken
+    batch: _Batch
+    writes: Writes
+    # Its tasks as its outcomes leave them.
+    known: dict[str, _Known]
 
 
 class Intake:
@@ -164,8 +177,12 @@ class Intake:
         self._retry_alarm = retry_alarm
         self._enabled = enabled_channels
         self.processed = 0
-        # The batch taken while the last one was committed, if any.
-        self._ahead: _Taken | None = None
+        # The pipeline: a batch decided and waiting for its commit, and the
+        # batch after it, taken but not yet decided.
+        self._decided: _Decided | None = None
+        self._next: _Taken | None = None
+        # The in-flight list's length as last reported.
+        self._holding = 0
         # The commit under way, shielded from a stop; see `abandon`.
         self._committing: anyio.CancelScope | None = None
 
@@ -181,29 +198,41 @@ class Intake:
                 await self._link.wait_out(exc, "intake")
 
     async def step(self, block_s: float = BLOCK_S, *, waited: bool = False) -> int:
-        """Take one batch, waiting up to ``block_s`` for the first record.
+        """Commit one batch, taking it first (waiting up to ``block_s`` for
+        its first record) unless it was taken and decided by the last step.
 
         ``waited``: the last step found nothing, so the list and the in-flight
         list are known empty and the wait can start at once (an idle daemon
-        sends one command per ``block_s``).
+        sends one command per ``block_s``). Returns how many records the
+        batch held.
         """
-        # A stop takes effect here, between batches, even under a steady load;
-        # a batch taken ahead is left in flight, to be returned on the way out.
-        await anyio.lowlevel.checkpoint()
-        taken, self._ahead = self._ahead, None
-        if taken is None:
-            taken = await self._take(self._runtime(), block_s, waited)
-        if not taken.raws:
-            return 0
-        # Read again: a reload while blocked applies to this batch already.
-        runtime = self._runtime()
-        with anyio.CancelScope(shield=True) as self._committing:
-            # Once records are in flight, their batch is committed even if
-            # the daemon is stopping: the commit is what makes stop lossless.
-            await self._commit(runtime, taken)
-        self._committing = None
-        self.processed += len(taken.raws)
-        return len(taken.raws)
+        try:
+            # A stop takes effect here, between batches, even under a steady
+            # load; batches taken ahead are left in flight, to be returned on
+            # the way out.
+            await anyio.lowlevel.checkpoint()
+            if self._decided is None:
+                taken, self._next = self._next, None
+                if taken is None:
+                    taken = await self._take(self._runtime(), block_s, waited)
+                if not taken.raws:
+                    return 0
+                # Read again: a reload while blocked applies to this batch.
+                self._decided = await self._decide_first(self._runtime(), taken)
+            decided = self._decided
+            with anyio.CancelScope(shield=True) as self._committing:
+                # Once decided, a batch is committed even if the daemon is
+                # stopping: the commit is what makes stop lossless.
+                await self._commit(self._runtime(), decided)
+        except BaseException:
+            # Whatever was taken and not committed is still in flight, and
+            # is taken again, oldest first, by the next step or the next run.
+            self._decided = self._next = None
+            raise
+        finally:
+            self._committing = None
+        self.processed += len(decided.taken.raws)
+        return len(decided.taken.raws)
 
     def abandon(self) -> None:
         """Give up the commit under way: Redis does not answer, and stop must.
@@ -240,64 +269,140 @@ class Intake:
         reply = await self._scripts.take(keys=lists, args=[batch, budget])
         return _Taken.from_reply(reply)
 
-    async def _commit(self, runtime: Runtime, taken: _Taken) -> None:
-        raws = taken.raws
-        items = taken.items or self._prepare(runtime, raws)
+    async def _decide_first(self, runtime: Runtime, taken: _Taken) -> _Decided:
+        """Decide a batch with no batch before it to overlap with.
+
+        Its tasks are read back in the round trip that takes the next batch,
+        which starts the overlap; none is taken while records older than the
+        next batch's would be wait in flight (the take still reports the
+        in-flight list's length).
+        """
+        items = self._prepare(runtime, taken.raws)
+        ids = _task_ids(item for item, _ in items)
         batch = _Batch(now_ms=taken.now_ms)
-        known, ahead = await self._recall(runtime, items, batch, ahead=taken.alone)
-        writes = Writes()
-        for raw, (item, classification) in zip(raws, items, strict=True):
-            self._one(writes, runtime, raw, item, classification, known, batch)
-        self._finish(writes, runtime, batch)
+        keys = runtime.keys
+        intake = runtime.config.intake
+        most = intake.batch if taken.alone else 0
+        lists = [keys.failures, keys.inflight(self._consumer)]
+        take = ["EVAL", self._scripts.take.script, 2, *lists]
+        commands = [
+            self._recall_command(runtime, ids),
+            [*take, most, intake.batch_bytes, 0],
+        ]
+        async with exchange(self._redis, commands) as replies:
+            recalled = await replies.next()
+            ahead = _Taken.from_reply(await replies.next(), behind=len(items))
+        known = self._recalled(runtime, recalled, ids, batch)
+        # What the list holds if nothing but this daemon changed it. If it
+        # holds anything else, the batch was taken back (the commit will
+        # find the list changed and refuse): nothing more is decided.
+        self._holding = taken.inflight + len(ahead.raws)
+        if ahead.inflight != self._holding:
+            ahead.alone = False
+        self._next = ahead if ahead.raws else None
+        return self._decide(runtime, taken, items, batch, known)
 
-        inflight = runtime.keys.inflight(self._consumer)
-        # The list's length now: this batch, its oldest records, and anything
-        # moved since (the batch taken ahead, or records of a lost reply).
-        holding = ahead.inflight
-        outcome: list[bool | Exception] = []
+    async def _commit(self, runtime: Runtime, decided: _Decided) -> None:
+        """Commit a decided batch; meanwhile decide the next, and take a third.
 
-        async def commit() -> None:
-            try:
-                outcome.append(
-                    await writes.commit(self._scripts, inflight, holding, len(raws))
-                )
-            except Exception as exc:  # raised below, not in an exception group
-                outcome.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(commit)
-            if ahead.raws:
-                # Let the commit go out first, then work while Redis applies it.
-                await anyio.sleep(0)
-                ahead.items = self._prepare(runtime, ahead.raws)
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        # The batch taken ahead is next if nothing else is in flight; if
-        # something is, the next take starts again from the oldest record.
-        self._ahead = ahead if ahead.raws and ahead.alone else None
-        if not outcome[0]:
+        The next batch's recall is sent just ahead of the commit, in the
+        same write: its reply comes back while Redis is still applying the
+        commit, and the batch is classified and decided meanwhile.
+        """
+        keys = runtime.keys
+        intake = runtime.config.intake
+        size = len(decided.taken.raws)
+        following = self._next if self._next is not None and self._next.alone else None
+        behind = len(following.raws) if following is not None else 0
+        # With anything else in flight, nothing new is taken: the next step
+        # starts again from the oldest record there.
+        clean = self._holding == size + behind
+        commit = decided.writes.commit_command(
+            self._scripts,
+            keys.inflight(self._consumer),
+            self._holding,
+            size,
+            take=(keys.failures, intake.batch, intake.batch_bytes) if clean else None,
+        )
+        upcoming: _Decided | None = None
+        if following is None:
+            async with exchange(self._redis, [commit]) as replies:
+                reply = await replies.next()
+        else:
+            decoded = self._decode(runtime, following.raws)
+            ids = _task_ids(decoded)
+            commands: list[list[Any]] = [self._recall_command(runtime, ids), commit]
+            async with exchange(self._redis, commands) as replies:
+                recalled = await replies.next()
+                items = self._classify(runtime, decoded)
+                batch = _Batch(now_ms=following.now_ms)
+                known = self._recalled(runtime, recalled, ids, batch)
+                # What this batch's commit leaves its tasks, not what Redis
+                # held before it.
+                before = decided.known
+                known.update((i, before[i]) for i in ids if i in before)
+                upcoming = self._decide(runtime, following, items, batch, known)
+                reply = await replies.next()
+        done, took = read_commit(reply)
+        if not done:
             # Another daemon judged this one dead and took the records back
             # (they are handled there), or this commit was sent twice after a
-            # lost reply and the first one counted: nothing more is written.
-            self._ahead = None
+            # lost reply and the first one counted: nothing more is written,
+            # and nothing decided after it stands.
+            self._decided = self._next = None
             log.warning(
                 "in-flight batch of %d was not committed: the in-flight list "
                 "changed under it (taken back by another daemon, or already "
                 "committed by a retried call)",
-                len(raws),
+                size,
             )
             return
+        self._decided = upcoming
+        self._next = None
+        self._holding -= size
+        if took is not None:
+            ahead = _Taken.from_reply(took, behind=behind)
+            self._holding = ahead.inflight
+            if ahead.raws:
+                self._next = ahead
+        batch = decided.batch
         if batch.first_due_ms is not None:
             self._retry_alarm.poke(batch.first_due_ms)
         METRICS.count_batch(batch.tally)
         _log_batch(batch)
 
+    def _decide(
+        self,
+        runtime: Runtime,
+        taken: _Taken,
+        items: list[_Item],
+        batch: _Batch,
+        known: dict[str, _Known],
+    ) -> _Decided:
+        """Each record's outcome, as writes to commit."""
+        writes = Writes()
+        for raw, (item, classification) in zip(taken.raws, items, strict=True):
+            self._one(writes, runtime, raw, item, classification, known, batch)
+        self._finish(writes, runtime, batch)
+        return _Decided(taken, batch, writes, known)
+
     def _prepare(self, runtime: Runtime, raws: list[bytes]) -> list[_Item]:
         """Decode and classify a batch: the work that needs nothing from Redis."""
+        return self._classify(runtime, self._decode(runtime, raws))
+
+    def _decode(
+        self, runtime: Runtime, raws: list[bytes]
+    ) -> list[FailureRecord | SuccessReport | InvalidRecord]:
         limit = runtime.config.intake.max_record_size
+        return [_own_queue(decode_report(raw, limit), runtime) for raw in raws]
+
+    def _classify(
+        self,
+        runtime: Runtime,
+        decoded: list[FailureRecord | SuccessReport | InvalidRecord],
+    ) -> list[_Item]:
         items: list[_Item] = []
-        for raw in raws:
-            item = _own_queue(decode_report(raw, limit), runtime)
+        for item in decoded:
             classification = None
             if isinstance(item, FailureRecord):
                 try:
@@ -346,36 +451,27 @@ class Intake:
     # recall it before either commits, and the later commit wins (attempt
     # one low, or a success report overtaken); fix: a version per task that
     # COMMIT checks, putting a record back when its task moved meanwhile.
-    async def _recall(
-        self, runtime: Runtime, items: list[_Item], batch: _Batch, *, ahead: bool
-    ) -> tuple[dict[str, _Known], _Taken]:
-        """What Redis knows of the batch's tasks; and the next batch, taken.
-
-        Both in one round trip. The next batch holds only records moved now:
-        this batch's are still in flight, older, behind them. None is taken
-        (``ahead`` false) while older records than the next batch's wait in
-        flight; the take still reports the in-flight list's length.
-        """
-        ids = list(
-            dict.fromkeys(
-                item.task_id for item, _ in items if not isinstance(item, InvalidRecord)
-            )
-        )
+    def _recall_command(self, runtime: Runtime, ids: list[str]) -> list[str | int]:
+        """RECALL of the batch's tasks: what Redis knows of them."""
         keys = runtime.keys
-        intake = runtime.config.intake
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._scripts.recall(
-                keys=[keys.base_delays, keys.silences],
-                args=[keys.task_prefix, *_RECALLED, "", *ids],
-                client=pipe,
-            )
-            await self._scripts.take(
-                keys=[keys.failures, keys.inflight(self._consumer)],
-                args=[intake.batch if ahead else 0, intake.batch_bytes, 0],
-                client=pipe,
-            )
-            recalled, took = await pipe.execute()
-        delays, silences, *replies = recalled
+        return [
+            "EVAL",
+            self._scripts.recall.script,
+            2,
+            keys.base_delays,
+            keys.silences,
+            keys.task_prefix,
+            *_RECALLED,
+            "",
+            *ids,
+        ]
+
+    def _recalled(
+        self, runtime: Runtime, reply: list[Any], ids: list[str], batch: _Batch
+    ) -> dict[str, _Known]:
+        """RECALL's reply for ``ids``: the tasks Redis knows, and what the
+        batch reads once (adapted delays, silences)."""
+        delays, silences, *replies = reply
         batch.base_delays = adaptive.effective_delays(_pairs(delays), runtime.config)
         batch.silences = Silences.from_hash(_pairs(silences), batch.now_ms)
         known: dict[str, _Known] = {}
@@ -384,7 +480,7 @@ class Intake:
                 batch.unreadable[task_id] = fields.decode(errors="replace")[:200]
             elif fields[0] is not None:
                 known[task_id] = _known(fields)
-        return known, _Taken.from_reply(took, behind=len(items))
+        return known
 
     def _handle(
         self,
@@ -663,6 +759,19 @@ def _count(
         # Which host network failures name, for the analysis's advice.
         batch.history[f"host:{host}"] += 1
     batch.ids.append(record.task_id)
+
+
+def _task_ids(
+    records: Iterable[FailureRecord | SuccessReport | InvalidRecord],
+) -> list[str]:
+    """The batch's task ids, each once, in order."""
+    return list(
+        dict.fromkeys(
+            record.task_id
+            for record in records
+            if not isinstance(record, InvalidRecord)
+        )
+    )
 
 
 def _bug(exc: Exception) -> str:

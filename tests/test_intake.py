@@ -171,10 +171,15 @@ async def test_a_batch_stops_at_its_byte_budget(ar, r, keys, tmp_path):
 
 
 class _Reaping:
-    """A classifier during whose work another daemon takes the batch back."""
+    """A classifier during whose work another daemon takes the batch back.
 
-    def __init__(self, real, r, keys, consumer):
+    The records go back to the failures list, or with ``to`` straight on to
+    another list, as if another daemon took them again at once.
+    """
+
+    def __init__(self, real, r, keys, consumer, to=None):
         self.real, self.r, self.keys, self.consumer = real, r, keys, consumer
+        self.to = to or keys.failures
 
     def classify(self, record):
         self.act()
@@ -182,7 +187,7 @@ class _Reaping:
 
     def act(self):
         inflight = self.keys.inflight(self.consumer)
-        while self.r.lmove(inflight, self.keys.failures, "LEFT", "RIGHT"):
+        while self.r.lmove(inflight, self.to, "LEFT", "RIGHT"):
             pass
 
 
@@ -201,10 +206,9 @@ class _OnFourth(_Reaping):
 
 
 async def test_a_batch_taken_back_meanwhile_is_not_committed(ar, r, keys, runtime):
-    consumer = "test:1:z"
-    runtime = dataclasses.replace(
-        runtime, classifier=_Reaping(runtime.classifier, r, keys, consumer)
-    )
+    consumer, other = "test:1:z", "test:2:z"
+    reaping = _Reaping(runtime.classifier, r, keys, consumer, keys.inflight(other))
+    runtime = dataclasses.replace(runtime, classifier=reaping)
     wake = Wakeup(ar, keys.wake, Link())
     intake = Intake(
         ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
@@ -213,7 +217,8 @@ async def test_a_batch_taken_back_meanwhile_is_not_committed(ar, r, keys, runtim
 
     assert await intake.step(block_s=0) == 1
 
-    assert r.llen(keys.failures) == 1, "the record must be there to be taken again"
+    assert r.llen(keys.inflight(other)) == 1, "the other daemon has the record"
+    assert r.llen(keys.inflight(consumer)) == 0
     assert r.zcard(keys.retry) == 0
     assert r.hget(keys.stats, "received") is None
 
@@ -353,7 +358,7 @@ async def test_a_stop_under_steady_load_takes_effect_between_batches(ar, r, keys
     received = int(r.hget(keys.stats, "received"))
     assert received < 2000
     in_flight = r.llen(keys.inflight("test:1:u"))
-    assert in_flight <= 10, "at most the batch taken ahead is left in flight"
+    assert in_flight <= 20, "at most the two batches taken ahead are left in flight"
     assert received + in_flight + r.llen(keys.failures) == 2000
 
 
@@ -380,3 +385,27 @@ async def test_records_moved_by_a_lost_reply_are_handled_in_batches(ar, r, keys)
     )
     assert int(r.hget(keys.stats, "received")) == 12, "each is handled once"
     assert r.llen(keys.inflight(consumer)) == 0
+
+
+async def test_a_task_failing_in_overlapping_batches_sees_each_failure(ar, r, keys):
+    runtime = Runtime.from_config(parse_config("[intake]\nbatch = 2\n"))
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:o", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    # Batches of two: a b | a c | a d | d a. The second and third are decided
+    # while the one before is committed, from what that one left the task.
+    for task_id in "abacadda":
+        record = {"id": task_id, "task": "t", "queue": "q", "error": "timed out"}
+        r.lpush(keys.failures, json.dumps(record))
+
+    steps = []
+    while taken := await intake.step(block_s=0):
+        steps.append(taken)
+
+    assert steps == [2, 2, 2, 2]
+    assert r.hget(keys.task("a"), "attempt") == b"4"
+    history = json.loads(r.hget(keys.task("a"), "history"))
+    assert [entry["attempt"] for entry in history] == [1, 2, 3, 4]
+    assert r.hget(keys.task("d"), "attempt") == b"2"
+    assert r.llen(keys.inflight("test:1:o")) == 0
