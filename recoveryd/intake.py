@@ -125,6 +125,9 @@ class _Batch:
     now_ms: int
     tally: Counter[str] = field(default_factory=Counter)
     history: Counter[str] = field(default_factory=Counter)
+    # Failures by (category, task, pattern): counted once each, spread
+    # over the tallies at the end of the batch (see Intake._finish).
+    failures: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     ids: list[str] = field(default_factory=list)
     first_due_ms: int | None = None
     outbox_due: bool = False
@@ -729,6 +732,13 @@ class Intake:
 
     def _finish(self, writes: Writes, runtime: Runtime, batch: _Batch) -> None:
         keys = runtime.keys
+        tally, history = batch.tally, batch.history
+        for (category, task, pattern), n in batch.failures.items():
+            for name in ("received", f"category:{category}"):
+                tally[name] += n
+                history[name] += n
+            history[f"task:{task}"] += n
+            history[f"pattern:{pattern}"] += n
         for counter, count in batch.tally.items():
             writes.hincrby(keys.stats, counter, count)
         minutes.write(writes, keys, batch.now_ms, batch.history, batch.ids)
@@ -741,16 +751,7 @@ def _count(
 ) -> None:
     """Count one failure in the running totals and in this minute's history."""
     category = classification.category
-    batch.tally["received"] += 1
-    batch.tally[f"category:{category}"] += 1
-    batch.history.update(
-        (
-            "received",
-            f"category:{category}",
-            f"task:{record.task}",
-            f"pattern:{classification.pattern}",
-        )
-    )
+    batch.failures[category, record.task, classification.pattern] += 1
     if past.state == "dispatched":
         # The retry did not take: this counts against the success rate of
         # the category it was retried under.
