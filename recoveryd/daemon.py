@@ -10,6 +10,7 @@ is bad.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -424,4 +425,9 @@ async def _serve(config: Config, config_path: str | None, url: str) -> None:
     daemon = Daemon(
         Runtime.from_config(config), connect(url), url, config_path=config_path
     )
+    # What start-up built (the classifier, the config, modules) lives as
+    # long as the daemon: kept out of the collector's way, it is not scanned
+    # again at every full collection, which under load are frequent.
+    gc.collect()
+    gc.freeze()
     await daemon.serve()
