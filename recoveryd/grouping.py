@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import cast
 
 from recoveryd.notification import USER, Notification
+from recoveryd.records import User
 
 __all__ = [
     "GroupState",
     "Plan",
     "fingerprint",
+    "fingerprint_of",
     "normalise",
     "plan",
 ]
@@ -98,16 +100,30 @@ def _placeholder(match: re.Match[str]) -> str:
 def fingerprint(notification: Notification) -> str:
     """What makes two notifications one group: same audience and failure."""
     analysis = notification.analysis
-    parts = [
+    return fingerprint_of(
         notification.type,
         notification.audience,
         notification.task,
         analysis.category,
         analysis.pattern,
-        normalise(notification.error_message),
-    ]
-    if notification.audience == USER and notification.user is not None:
-        parts += [str(notification.user.id), notification.user.push or ""]
+        notification.error_message,
+        notification.user if notification.audience == USER else None,
+    )
+
+
+def fingerprint_of(
+    kind: str,
+    audience: str,
+    task: str,
+    category: str,
+    pattern: str,
+    error: str,
+    user: User | None = None,
+) -> str:
+    """`fingerprint` of the notification these would make, without making it."""
+    parts = [kind, audience, task, category, pattern, normalise(error)]
+    if user is not None:
+        parts += [str(user.id), user.push or ""]
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12)
     return digest.hexdigest()
 

@@ -40,8 +40,9 @@ from recoveryd import history as minutes
 from recoveryd.categories import NETWORK, CategorySettings
 from recoveryd.classify import Classification
 from recoveryd.connection import REDIS_AWAY, Link, exchange
+from recoveryd.grouping import fingerprint_of
 from recoveryd.metrics import METRICS
-from recoveryd.notification import for_dead_task, for_unrecoverable, iso_utc
+from recoveryd.notification import USER, for_dead_task, for_unrecoverable, iso_utc
 from recoveryd.pause import Silences
 from recoveryd.records import (
     FailureRecord,
@@ -134,6 +135,9 @@ class _Batch:
     # Read once per batch: adapted base delays, and silences in force.
     base_delays: dict[str, float] = field(default_factory=dict)
     silences: Silences = field(default_factory=lambda: Silences(()))
+    # Groups this batch's writes notify, and whether their notification
+    # was silenced; the rest of a group's failures in the batch are counted.
+    groups: dict[str, bool] = field(default_factory=dict)
     # Tasks whose key holds something other than a hash, with Redis's word.
     unreadable: dict[str, str] = field(default_factory=dict)
     # What is logged after the commit, a few lines a batch at most.
@@ -632,7 +636,28 @@ class Intake:
             enabled=self._enabled(),
             dead=exhausted,
         )
+        window_ms = round(runtime.config.notify.group_window_s * 1000)
         for audience, channels in routes.items():
+            group = None
+            if window_ms > 0:
+                group = fingerprint_of(
+                    "task_dead" if exhausted else "unrecoverable_failure",
+                    audience,
+                    record.task,
+                    classification.category,
+                    classification.pattern,
+                    record.error,
+                    record.user if audience == USER else None,
+                )
+                if group in batch.groups:
+                    # The batch holds its group's notification already (and
+                    # was silenced or not alike): this one is only counted.
+                    if batch.groups[group]:
+                        batch.history["silenced"] += 1
+                    notify.count_grouped(
+                        writes, keys, group, record.task_id, batch.now_ms
+                    )
+                    continue
             if exhausted:
                 message = for_dead_task(
                     record,
@@ -650,7 +675,8 @@ class Intake:
                     attempt=decision.attempt,
                 )
             quiet = batch.silences.quiet(message, channels)
-            if len(quiet) < len(channels):
+            silenced = len(quiet) < len(channels)
+            if silenced:
                 batch.history["silenced"] += 1
             notify.enqueue(
                 writes,
@@ -658,8 +684,11 @@ class Intake:
                 message,
                 quiet,
                 batch.now_ms,
-                window_ms=round(runtime.config.notify.group_window_s * 1000),
+                window_ms=window_ms,
+                group=group,
             )
+            if group is not None and quiet:
+                batch.groups[group] = silenced
         batch.outbox_due = True
 
     def _succeeded(

@@ -15,6 +15,7 @@ beyond the cap is folded into one digest notification.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import uuid
@@ -57,9 +58,12 @@ from recoveryd.wake import Alarm
 from recoveryd.writes import Writes
 
 __all__ = [
+    "DELIVERY_TAIL",
     "DeliveryLoop",
     "GroupFlusher",
     "Limits",
+    "count_grouped",
+    "delivery_head",
     "enqueue",
     "limits_for",
     "open_channels",
@@ -150,19 +154,21 @@ def enqueue(
     now_ms: int,
     *,
     window_ms: int = 0,
+    group: str | None = None,
 ) -> None:
     """Add one delivery per channel to the outbox, with ``out``'s other writes.
 
     Given a window, the notification is grouped: it is sent only if it is
     the first of its group within the window. Grouping is decided in Redis,
-    so it needs a `Writes` batch.
+    so it needs a `Writes` batch. ``group``: the notification's
+    fingerprint, if it is known already.
     """
     if not channels:
         return
     if window_ms > 0:
         if not isinstance(out, Writes):
             raise TypeError("a grouped notification is written with a Writes batch")
-        _enqueue_grouped(out, keys, notification, channels, now_ms, window_ms)
+        _enqueue_grouped(out, keys, notification, channels, now_ms, window_ms, group)
         return
     for channel in channels:
         member = _encoder.encode(Delivery(channel=channel, notification=notification))
@@ -177,17 +183,10 @@ def _enqueue_grouped(
     channels: Sequence[str],
     now_ms: int,
     window_ms: int,
+    group: str | None,
 ) -> None:
-    group = fingerprint(notification)
+    group = group or fingerprint(notification)
     notification.group = group
-    deliveries = [
-        (
-            channel,
-            keys.outbox(channel),
-            _encoder.encode(Delivery(channel=channel, notification=notification)),
-        )
-        for channel in channels
-    ]
     writes.group(
         [keys.group(group), keys.groups, keys.wake],
         now_ms=now_ms,
@@ -196,8 +195,31 @@ def _enqueue_grouped(
         task_id=notification.task_id,
         samples=SAMPLE_IDS,
         template=_encoder.encode(notification),
-        deliveries=deliveries,
+        deliveries=[
+            (channel, keys.outbox(channel), delivery_head(channel))
+            for channel in channels
+        ],
+        tail=DELIVERY_TAIL,
     )
+
+
+def count_grouped(
+    writes: Writes, keys: Keys, group: str, task_id: str, now_ms: int
+) -> None:
+    """Count a failure in ``group``, which an earlier write of ``writes`` named."""
+    writes.count(keys.group(group), now_ms=now_ms, task_id=task_id, samples=SAMPLE_IDS)
+
+
+# A delivery encoded is a head naming its channel, the notification, and
+# this tail (its defaults). A grouped notification is sent once, and COMMIT
+# joins the parts for each channel; tests check they equal the whole.
+DELIVERY_TAIL = b',"tries":0,"last_error":null}'
+
+
+@functools.cache
+def delivery_head(channel: str) -> bytes:
+    """What comes before the notification in ``channel``'s encoded delivery."""
+    return b'{"channel":' + _encoder.encode(channel) + b',"notification":'
 
 
 def open_channels(config: Config, redis: Redis, keys: Keys) -> dict[str, Channel]:

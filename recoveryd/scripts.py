@@ -46,9 +46,14 @@ end
 #
 # group: {'+group', group, open groups, wake channel, now ms, window ms,
 # group id, task id, most sample ids, notification, channel names
-# (space-separated), then outbox and delivery for each channel}. The first
-# of a group goes to the outboxes at once and opens a window; the rest are
-# only counted, with a few sample ids, for the summary at the window's end.
+# (space-separated), the delivery's tail, then outbox and the delivery's
+# head for each channel}. The first of a group goes to the outboxes at once
+# (each delivery: head, notification, tail) and opens a window; the rest
+# are only counted, with a few sample ids, for the summary at the window's
+# end.
+#
+# count: {'+count', group, now ms, task id, most sample ids}: a failure
+# counted in a group an earlier write of the same call opened or counted.
 _WRITES = """
 local due = {}
 
@@ -72,20 +77,30 @@ local function add_due(key)
     end
 end
 
+local function count_in(key, now, id, most)
+    if redis.call('HINCRBY', key, 'pending', 1) == 1 then
+        redis.call('HSET', key, 'since', now)
+    end
+    redis.call('HINCRBY', key, 'seen', 1)
+    redis.call('HSET', key, 'last_at', now, 'last_id', id)
+    local kept = tonumber(redis.call('HGET', key, 'kept') or '0')
+    if kept < tonumber(most) then
+        local samples = redis.call('HGET', key, 'samples') or ''
+        if kept > 0 then samples = samples .. '\\n' end
+        redis.call('HSET', key, 'samples', samples .. id, 'kept', kept + 1)
+    end
+end
+
+local function add_to_group(op)
+    if redis.call('EXISTS', op[2]) == 1 then
+        count_in(op[2], tonumber(op[3]), op[4], op[5])
+    end
+end
+
 local function group(op)
     local key, now = op[2], tonumber(op[5])
     if redis.call('EXISTS', key) == 1 then
-        if redis.call('HINCRBY', key, 'pending', 1) == 1 then
-            redis.call('HSET', key, 'since', now)
-        end
-        redis.call('HINCRBY', key, 'seen', 1)
-        redis.call('HSET', key, 'last_at', now, 'last_id', op[8])
-        local kept = tonumber(redis.call('HGET', key, 'kept') or '0')
-        if kept < tonumber(op[9]) then
-            local samples = redis.call('HGET', key, 'samples') or ''
-            if kept > 0 then samples = samples .. '\\n' end
-            redis.call('HSET', key, 'samples', samples .. op[8], 'kept', kept + 1)
-        end
+        count_in(key, now, op[8], op[9])
         return
     end
     local window_end = now + tonumber(op[6])
@@ -94,9 +109,9 @@ local function group(op)
         'last_id', op[8], 'last_sent', now, 'since', now, 'pending', 0,
         'seen', 0, 'summaries', 0, 'kept', 0, 'samples', '')
     redis.call('ZADD', op[3], window_end, op[7])
-    local i = 12
+    local i = 13
     for name in string.gmatch(op[11], '%S+') do
-        redis.call('ZADD', op[i], now, op[i + 1])
+        redis.call('ZADD', op[i], now, op[i + 1] .. op[10] .. op[12])
         redis.call('PUBLISH', op[4], 'outbox:' .. name .. ' ' .. now)
         i = i + 2
     end
@@ -182,7 +197,9 @@ local function try(name, key, apply, ...)
         first = name .. ' ' .. tostring(key) .. ': ' .. tostring(err)
     end
 end
-local special = {['+schedule'] = schedule, ['+group'] = group}
+local special = {
+    ['+schedule'] = schedule, ['+group'] = group, ['+count'] = add_to_group,
+}
 for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
     local apply = special[op[1]]
     if apply then

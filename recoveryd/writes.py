@@ -150,22 +150,28 @@ class Writes:
         samples: int,
         template: bytes,
         deliveries: Iterable[tuple[str, str, bytes]],
+        tail: bytes,
     ) -> None:
         """Send a notification if it is the first of its group, else count it.
 
         ``keys``: the group, the open groups and the wake channel;
-        ``deliveries``: (channel, outbox, delivery) for each channel.
+        ``deliveries``: (channel, outbox, head) for each channel, where the
+        delivery is head, ``template`` and ``tail`` run together.
         """
         op: list[_Arg] = ["+group", *keys, now_ms, window_ms]
         op += (group_id, task_id, samples, _arg(template))
         outboxes: list[_Arg] = []
         names = []
-        for channel, outbox, delivery in deliveries:
+        for channel, outbox, head in deliveries:
             names.append(channel)
-            outboxes += (outbox, _arg(delivery))
-        op.append(" ".join(names))
+            outboxes += (outbox, _arg(head))
+        op += (" ".join(names), _arg(tail))
         op += outboxes
         self._ops.append(op)
+
+    def count(self, group: str, *, now_ms: int, task_id: str, samples: int) -> None:
+        """Count a failure in a group that an earlier `group` write named."""
+        self._ops.append(["+count", group, now_ms, task_id, samples])
 
     async def commit(
         self,

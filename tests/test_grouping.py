@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recoveryd.grouping import GroupState, fingerprint, normalise, plan
+from recoveryd.grouping import GroupState, fingerprint, fingerprint_of, normalise, plan
 from recoveryd.notification import USER
 from recoveryd.records import User
 from tests.test_notifiers import notification
@@ -64,6 +64,27 @@ def test_other_task_or_user_is_another_group():
     alice = notification(audience=USER, user=User(id="alice"), error="e")
     bob = notification(audience=USER, user=User(id="bob"), error="e")
     assert fingerprint(alice) != fingerprint(bob)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        notification(error="row 17: invalid sku 'AB-1'"),
+        notification(audience=USER, user=User(id="alice", push="t"), error="x 12"),
+    ],
+)
+def test_a_fingerprint_from_parts_is_the_notifications(message):
+    analysis = message.analysis
+    parts = fingerprint_of(
+        message.type,
+        message.audience,
+        message.task,
+        analysis.category,
+        analysis.pattern,
+        message.error_message,
+        message.user,
+    )
+    assert parts == fingerprint(message)
 
 
 def state(**fields: int) -> GroupState:

@@ -258,6 +258,40 @@ async def test_intake_sends_a_silenced_notification_to_the_alert_log_only(r, ar,
     }
 
 
+async def test_a_batchs_repeats_of_one_failure_are_one_notification(r, ar, keys):
+    runtime = Runtime.from_config(parse_config('[notify]\ngroup_window = "1h"\n'))
+    silence(r, keys, "task:feeds.*", for_s=3600, reason="known bad feed")
+    intake = Intake(
+        ar,
+        Scripts(ar),
+        "me",
+        lambda: runtime,
+        Link(),
+        Alarm("retry"),
+        lambda: {"alert_log", "email"},
+    )
+    for task in ("feeds.import", "orders.import"):
+        for i in range(4):
+            error = f"malformed JSON at row {i * 7}"
+            record = {"task": task, "id": f"{task}-{i}", "queue": "q", "error": error}
+            r.lpush(keys.failures, json.dumps(record))
+
+    assert await intake.step(block_s=0) == 8
+
+    emails = [json.loads(m) for m in r.zrange(keys.outbox("email"), 0, -1)]
+    assert [e["notification"]["task_id"] for e in emails] == ["orders.import-0"]
+    alerts = [json.loads(m) for m in r.zrange(keys.outbox("alert_log"), 0, -1)]
+    assert sorted(a["notification"]["task_id"] for a in alerts) == [
+        "feeds.import-0",
+        "orders.import-0",
+    ]
+    for first in alerts:
+        group = keys.group(first["notification"]["group"])
+        assert r.hget(group, "pending") == b"3"
+    [minute] = r.keys(keys.history("*"))
+    assert r.hget(minute, "silenced") == b"4", "each silenced failure is counted"
+
+
 # The commands, as an operator runs them.
 
 

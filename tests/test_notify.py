@@ -14,10 +14,19 @@ from recoveryd.categories import BUILTIN_CATEGORIES, BUSINESS, CONFIG, DATA
 from recoveryd.config import InboxSettings
 from recoveryd.connection import Link
 from recoveryd.keys import Keys
-from recoveryd.notification import ADMIN, DIGEST, SUMMARY, USER, Notification
+from recoveryd.notification import ADMIN, DIGEST, SUMMARY, USER, Delivery, Notification
 from recoveryd.notifiers import Channel, DeliveryError
 from recoveryd.notifiers.inbox import InboxChannel
-from recoveryd.notify import DeliveryLoop, GroupFlusher, Limits, enqueue, route
+from recoveryd.notify import (
+    DELIVERY_TAIL,
+    DeliveryLoop,
+    GroupFlusher,
+    Limits,
+    count_grouped,
+    delivery_head,
+    enqueue,
+    route,
+)
 from recoveryd.records import User
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
@@ -110,6 +119,37 @@ async def test_first_of_a_group_is_sent_and_the_rest_only_counted(client, script
     fields = r.hgetall(Keys().group(group[0].decode()))
     assert fields[b"pending"] == b"9"
     assert fields[b"samples"].decode().split("\n") == ["t1", "t2", "t3", "t4", "t5"]
+
+
+@pytest.mark.parametrize("channel", ["alert_log", "email", "inbox", 'od"d'])
+def test_a_delivery_joined_from_its_parts_is_the_delivery_encoded(channel):
+    message = notification(error='line 1\n"quoted" \u2603')
+    joined = delivery_head(channel) + msgspec.json.encode(message) + DELIVERY_TAIL
+    assert joined == msgspec.json.encode(
+        Delivery(channel=channel, notification=message)
+    )
+
+
+async def test_a_group_counted_later_in_the_same_commit_is_one_notification(
+    client, scripts, r
+):
+    writes = Writes()
+    first = notification(task_id="t0")
+    enqueue(writes, Keys(), first, ("alert_log",), T0, window_ms=WINDOW_MS)
+    assert first.group is not None
+    for i in range(1, 4):
+        count_grouped(writes, Keys(), first.group, f"t{i}", T0 + i)
+    # A count for a group that no write opened is dropped, not half-made.
+    count_grouped(writes, Keys(), "no-such-group", "t9", T0)
+    assert await writes.commit(scripts)
+
+    [sent] = outbox(r, "alert_log")
+    assert sent["task_id"] == "t0"
+    fields = r.hgetall(Keys().group(first.group))
+    assert fields[b"pending"] == b"3"
+    assert fields[b"samples"].decode().split("\n") == ["t1", "t2", "t3"]
+    assert fields[b"last_id"] == b"t3"
+    assert not r.exists(Keys().group("no-such-group"))
 
 
 async def test_window_end_sends_one_summary_then_a_quiet_window_closes(
