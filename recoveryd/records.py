@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -44,7 +44,8 @@ class FailureRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     task: str
     error: str
     queue: str | None = None
-    payload: Any = None
+    # Kept as the JSON text it came as: intake only passes it on.
+    payload: msgspec.Raw = msgspec.Raw(b"null")
     id: str | int | None = None
     error_type: str | None = None
     traceback: str | None = None
@@ -191,7 +192,15 @@ def parse_failed_at(value: str | float) -> float:
 
 
 def payload_text(payload: Any) -> str:
-    """What re-dispatch pushes: a string as is, anything else as its JSON text."""
+    """What re-dispatch pushes: a string as is, anything else as its JSON text.
+
+    A payload still in its JSON text (`msgspec.Raw`) goes as it was sent.
+    """
+    if isinstance(payload, msgspec.Raw):
+        text = bytes(payload)
+        if text.startswith(b'"'):
+            return cast(str, msgspec.json.decode(text))
+        return text.decode()
     if isinstance(payload, str):
         return payload
     return msgspec.json.encode(payload).decode()

@@ -71,6 +71,28 @@ def test_payload_text():
 
 
 @pytest.mark.parametrize(
+    ("sent", "pushed"),
+    [
+        ('{"a": [1, 2]}', '{"a": [1, 2]}'),
+        ('"caf\\u00e9 \\"x\\""', 'café "x"'),
+        ("null", "null"),
+        ("17", "17"),
+    ],
+)
+def test_a_records_payload_is_pushed_as_it_was_sent(sent, pushed):
+    raw = f'{{"task": "t", "error": "e", "payload": {sent}}}'.encode()
+    record = decode_record(raw, 1 << 20)
+    assert isinstance(record, FailureRecord)
+    assert payload_text(record.payload) == pushed
+
+
+def test_a_record_without_a_payload_pushes_null():
+    record = decode_record(b'{"task": "t", "error": "e"}', 1 << 20)
+    assert isinstance(record, FailureRecord)
+    assert payload_text(record.payload) == "null"
+
+
+@pytest.mark.parametrize(
     ("field", "deep"),
     [
         ("payload", "[" * 5000 + "]" * 5000),
