@@ -69,9 +69,13 @@ _RULES: list[tuple[str, str, str]] = [
     ("hex0x", r"\b0x[0-9a-fA-F]+\b", "<n>"),
     ("hex", r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]+\b", _HEX),
     ("number", r"\d+(?:\.\d+)?", "<n>"),
-    ("space", r"\s+", " "),
 ]
-_ONE_PASS = re.compile("|".join(f"(?P<{name}>{regex})" for name, regex, _ in _RULES))
+# Each rule's name is an empty group at its end, not a group around it: the
+# engine then records a start only for a rule that matched, not for every
+# rule at every position it tries.
+_ONE_PASS = re.compile(
+    "|".join(f"(?:{regex})(?P<{name}>)" for name, regex, _ in _RULES)
+)
 _PLACEHOLDERS = {name: placeholder for name, _, placeholder in _RULES}
 
 NORMALISE_CHARS = 400
@@ -86,7 +90,11 @@ def normalise(error: str) -> str:
 
     Only its head is looked at: that is where two failures differ in kind.
     """
-    return _ONE_PASS.sub(_placeholder, error[:NORMALISE_CHARS]).strip()
+    # Runs of white space become one space here rather than by a rule, which
+    # would cost a Python call per run: no rule's match starts or ends in
+    # white space (a quoted value's ends at its quote), so the runs are
+    # those of the text.
+    return " ".join(_ONE_PASS.sub(_placeholder, error[:NORMALISE_CHARS]).split())
 
 
 def _placeholder(match: re.Match[str]) -> str:
