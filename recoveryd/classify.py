@@ -269,6 +269,8 @@ class _PatternSet:
         for pattern in self.patterns:
             self._set.Add(pattern.regex)
         self._set.Compile()
+        # The order `best` picks in: highest rank first, then earliest.
+        self._order = [(-pattern.rank, i) for i, pattern in enumerate(self.patterns)]
 
     def matches(self, text: bytes) -> list[int]:
         """Indexes of the patterns found in `text`."""
@@ -284,7 +286,9 @@ class _PatternSet:
         found = self.matches(text)
         if not found:
             return None
-        index = min(found, key=lambda i: (-self.patterns[i].rank, i))
+        # One match is the common case, and needs no call to min.
+        order = self._order.__getitem__
+        index = found[0] if len(found) == 1 else min(found, key=order)
         return self.patterns[index].rank, index
 
 
@@ -358,6 +362,15 @@ class _Texts:
     message names its cause and which carries its ``error_type`` never
     pays for it.
     """
+
+    __slots__ = (
+        "_trace",
+        "given_type",
+        "message",
+        "message_bytes",
+        "status_code",
+        "trace_text",
+    )
 
     def __init__(
         self, error: object, error_type: object, traceback: object, status_code: object
@@ -434,7 +447,6 @@ class Classifier:
         self._fallback = fallback
         self._operators = tuple(_operator_pattern(i, p) for i, p in enumerate(patterns))
         self._builtins = _builtin_set()
-        self._types = _type_set()
 
     @classmethod
     def from_config(cls, config: Config) -> Classifier:
@@ -476,13 +488,12 @@ class Classifier:
     def _decide(
         self, signal: _Signal, others: Sequence[_Signal | None]
     ) -> Classification:
-        agreeing = sum(
-            1
-            for other in others
-            if other is not None
-            and other is not signal
-            and other.category == signal.category
-        )
+        agreeing = 0
+        for other in others:
+            if other is None or other is signal:
+                continue
+            if other.category == signal.category:
+                agreeing += 1
         confidence = min(signal.confidence + _AGREEMENT_BONUS * agreeing, _MAX_BUILTIN)
         return self._result(signal.category, confidence, signal.name)
 
@@ -516,15 +527,8 @@ class Classifier:
         return _Signal(pattern.category, rank, confidence, pattern.name)
 
     def _by_type(self, texts: _Texts) -> _Signal | None:
-        if not texts.error_type:
-            return None
-        found = self._types.best(_utf8(texts.error_type))
-        if found is None:
-            return None
-        rank, index = found
-        short = texts.error_type.replace("::", ".").rpartition(".")[2]
-        category = self._types.patterns[index].category
-        return _Signal(category, rank, _TYPE_CONFIDENCE, f"error_type:{short}")
+        error_type = texts.error_type
+        return _type_signal(error_type) if error_type else None
 
     def _by_status(self, texts: _Texts) -> _Signal | None:
         status = texts.status_code
@@ -584,6 +588,21 @@ def _builtin_set() -> _PatternSet:
 @functools.cache
 def _type_set() -> _PatternSet:
     return _PatternSet(TYPE_PATTERNS)
+
+
+# An application raises a few exception types over and over: each is
+# matched once. Bounded, since the type is the record's to choose.
+@functools.lru_cache(maxsize=1024)
+def _type_signal(error_type: str) -> _Signal | None:
+    """What the exception type says, from the type patterns alone."""
+    types = _type_set()
+    found = types.best(_utf8(error_type))
+    if found is None:
+        return None
+    rank, index = found
+    short = error_type.replace("::", ".").rpartition(".")[2]
+    category = types.patterns[index].category
+    return _Signal(category, rank, _TYPE_CONFIDENCE, f"error_type:{short}")
 
 
 def builtin_pattern_count() -> int:
