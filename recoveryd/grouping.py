@@ -70,13 +70,27 @@ _RULES: list[tuple[str, str, str]] = [
     ("hex", r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]+\b", _HEX),
     ("number", r"\d+(?:\.\d+)?", "<n>"),
 ]
-# Each rule's name is an empty group at its end, not a group around it: the
-# engine then records a start only for a rule that matched, not for every
-# rule at every position it tries.
+# Inside a word (after an ASCII letter or digit) only these rules can
+# match; the others start at a word boundary or after a character that no
+# word holds. Most places are inside a word, and trying only these there
+# saves the pass a sixth of its time.
+_IN_WORD = ("str", "url", "ip6", "number")
+_IN_WORD_SUFFIX = "_in_word"
+
+
+def _alternatives(rules: list[tuple[str, str, str]], suffix: str = "") -> str:
+    # Each rule's name is an empty group at its end, not a group around it:
+    # the engine then records a start only for a rule that matched, not for
+    # every rule at every place it tries.
+    return "|".join(f"(?:{regex})(?P<{name}{suffix}>)" for name, regex, _ in rules)
+
+
 _ONE_PASS = re.compile(
-    "|".join(f"(?:{regex})(?P<{name}>)" for name, regex, _ in _RULES)
+    rf"(?<![A-Za-z0-9])(?:{_alternatives(_RULES)})"
+    f"|{_alternatives([r for r in _RULES if r[0] in _IN_WORD], _IN_WORD_SUFFIX)}"
 )
 _PLACEHOLDERS = {name: placeholder for name, _, placeholder in _RULES}
+_PLACEHOLDERS |= {name + _IN_WORD_SUFFIX: _PLACEHOLDERS[name] for name in _IN_WORD}
 
 NORMALISE_CHARS = 400
 

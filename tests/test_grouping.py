@@ -52,6 +52,21 @@ def test_different_errors_stay_different(one, other):
     assert normalise(one) != normalise(other)
 
 
+@pytest.mark.parametrize(
+    ("error", "normalised"),
+    [
+        ("order42 failed", "order<n> failed"),
+        ("key'abc' missing", "key<str> missing"),
+        ("Xhttp://api.example/v1", "X<url>/v<n>"),
+        ("node7:a::1 lost", "node<n><ip> lost"),
+        ("deadbeef01 and xdeadbeef01", "<n> and xdeadbeef<n>"),
+        ("v3 of 2fa", "v<n> of 2fa"),
+    ],
+)
+def test_rules_that_can_start_inside_a_word_apply_there(error, normalised):
+    assert normalise(error) == normalised
+
+
 def test_same_failure_on_other_ids_shares_a_fingerprint():
     one = notification(task_id="a1", error="row 17: invalid sku 'AB-1'")
     other = notification(task_id="b2", error="row 99: invalid sku 'ZZ-9'")
