@@ -70,10 +70,15 @@ _RULES: list[tuple[str, str, str]] = [
     ("hex", r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]+\b", _HEX),
     ("number", r"\d+(?:\.\d+)?", "<n>"),
 ]
-# Inside a word (after an ASCII letter or digit) only these rules can
-# match; the others start at a word boundary or after a character that no
-# word holds. Most places are inside a word, and trying only these there
-# saves the pass a sixth of its time.
+# Most places in a text start no rule, and a look at the character there
+# rules each out before the rules are tried in turn. Inside a word (after
+# an ASCII letter or digit) only the `_IN_WORD` rules can start, the others
+# needing a word boundary or a character before that no word holds; and
+# they start only at a quote, a digit, "[" or ":" (IPv6), or a small letter
+# after a capital (a URL, "Xhttp://"). Anywhere else, a rule starts only at
+# a quote or a character of a word, address or number.
+_STARTS_IN_WORD = r"[\d'\"\[:]|(?<=[A-Z])[a-z]"
+_STARTS_ELSEWHERE = r"[\w'\"\[:.%+-]"
 _IN_WORD = ("str", "url", "ip6", "number")
 _IN_WORD_SUFFIX = "_in_word"
 
@@ -86,8 +91,9 @@ def _alternatives(rules: list[tuple[str, str, str]], suffix: str = "") -> str:
 
 
 _ONE_PASS = re.compile(
-    rf"(?<![A-Za-z0-9])(?:{_alternatives(_RULES)})"
-    f"|{_alternatives([r for r in _RULES if r[0] in _IN_WORD], _IN_WORD_SUFFIX)}"
+    rf"(?<![A-Za-z0-9])(?={_STARTS_ELSEWHERE})(?:{_alternatives(_RULES)})"
+    rf"|(?={_STARTS_IN_WORD})"
+    f"(?:{_alternatives([r for r in _RULES if r[0] in _IN_WORD], _IN_WORD_SUFFIX)})"
 )
 _PLACEHOLDERS = {name: placeholder for name, _, placeholder in _RULES}
 _PLACEHOLDERS |= {name + _IN_WORD_SUFFIX: _PLACEHOLDERS[name] for name in _IN_WORD}
