@@ -135,6 +135,8 @@ class _Batch:
     # Read once per batch: adapted base delays, and silences in force.
     base_delays: dict[str, float] = field(default_factory=dict)
     silences: Silences = field(default_factory=lambda: Silences(()))
+    # The channels turned on, read once per batch (see `enabled`).
+    channels: set[str] | None = None
     # Groups this batch's writes notify, and whether their notification
     # was silenced; the rest of a group's failures in the batch are counted.
     groups: dict[str, bool] = field(default_factory=dict)
@@ -143,6 +145,12 @@ class _Batch:
     # What is logged after the commit, a few lines a batch at most.
     given_up: list[str] = field(default_factory=list)
     parked: list[str] = field(default_factory=list)
+
+    def enabled(self, read: Callable[[], set[str]]) -> set[str]:
+        """The channels turned on, as ``read`` gave them at the batch's first."""
+        if self.channels is None:
+            self.channels = read()
+        return self.channels
 
 
 @dataclass(slots=True)
@@ -501,7 +509,8 @@ class Intake:
     ) -> None:
         config = runtime.config
         category = config.categories[classification.category]
-        past = known.setdefault(record.task_id, _Known())
+        task_id = record.task_id
+        past = known.setdefault(task_id, _Known())
         seen = past.attempt > 0
         attempt = next_attempt(past.attempt, record.attempt)
         failed_ms = _failed_at_ms(record, batch.now_ms)
@@ -516,24 +525,25 @@ class Intake:
             base_delay_s=batch.base_delays.get(classification.category),
         )
         past.attempt = attempt
-        past.history = [
-            *past.history,
-            _history_entry(record, classification, attempt, failed_ms),
-        ]
-        past.history = past.history[-HISTORY_KEEP:]
+        first_line = _first_line(record.error)
+        entry = _history_entry(classification, attempt, failed_ms, first_line)
+        history = [*past.history, entry]
+        past.history = (
+            history[-HISTORY_KEEP:] if len(history) > HISTORY_KEEP else history
+        )
 
-        fields = _task_fields(record, classification, attempt, failed_ms, past.history)
+        fields = _task_fields(
+            record, classification, attempt, failed_ms, past.history, first_line
+        )
         _count(batch, record, classification, past)
         past.state = None
         if decision.retry:
-            self._schedule(
-                writes, runtime, record.task_id, fields, decision, batch, seen=seen
-            )
+            self._schedule(writes, runtime, task_id, fields, decision, batch, seen=seen)
         else:
             if seen:
                 # A retry still pending for an earlier failure is void.
-                writes.zrem(runtime.keys.retry, record.task_id)
-                writes.call("DEL", runtime.keys.payload(record.task_id))
+                writes.zrem(runtime.keys.retry, task_id)
+                writes.call("DEL", runtime.keys.payload(task_id))
             self._give_up(
                 writes,
                 runtime,
@@ -557,13 +567,12 @@ class Intake:
         *,
         seen: bool,
     ) -> None:
-        fields |= {"state": Outcome.SCHEDULED, "due": decision.due_ms}
+        fields["state"] = Outcome.SCHEDULED
+        fields["due"] = decision.due_ms
         keys = runtime.keys
         task_key, payload_key = keys.task(task_id), keys.payload(task_id)
         payload = fields.get("payload")
-        apart = (
-            isinstance(payload, str) and len(payload.encode()) > INLINE_PAYLOAD_BYTES
-        )
+        apart = isinstance(payload, str) and _longer_than(payload, INLINE_PAYLOAD_BYTES)
         if apart:
             del fields["payload"]
         if seen:
@@ -611,14 +620,12 @@ class Intake:
             if exhausted
             else f"{classification.category} is not retried"
         )
-        fields |= {
-            "state": Outcome.DEAD if exhausted else Outcome.NOTIFIED,
-            "died_at": batch.now_ms,
-            "reason": reason,
-            "record": _keepable_record(raw),
-            # The scan re-sends the notification of a dead task without one.
-            "alerted_at": batch.now_ms,
-        }
+        fields["state"] = Outcome.DEAD if exhausted else Outcome.NOTIFIED
+        fields["died_at"] = batch.now_ms
+        fields["reason"] = reason
+        fields["record"] = _keepable_record(raw)
+        # The scan re-sends the notification of a dead task without one.
+        fields["alerted_at"] = batch.now_ms
         writes.hset(task_key, mapping=fields)
         # The dead set owns the task now; it is trimmed by age and count.
         writes.persist(task_key)
@@ -633,7 +640,7 @@ class Intake:
         routes = notify.route(
             category,
             user=record.user,
-            enabled=self._enabled(),
+            enabled=batch.enabled(self._enabled),
             dead=exhausted,
         )
         window_ms = round(runtime.config.notify.group_window_s * 1000)
@@ -840,15 +847,24 @@ def _failed_at_ms(record: FailureRecord, now_ms: int) -> int:
 
 
 def _history_entry(
-    record: FailureRecord, classification: Classification, attempt: int, failed_ms: int
+    classification: Classification, attempt: int, failed_ms: int, first_line: str
 ) -> dict[str, Any]:
     return {
         "attempt": attempt,
         "failed_at": iso_utc(failed_ms),
         "category": classification.category,
         "pattern": classification.pattern,
-        "error": _first_line(record.error)[:ERROR_HEAD],
+        "error": first_line[:ERROR_HEAD],
     }
+
+
+def _longer_than(text: str, most: int) -> bool:
+    """Whether ``text`` is over ``most`` bytes in UTF-8, mostly without encoding it."""
+    if len(text) > most:
+        return True
+    if 4 * len(text) <= most:
+        return False
+    return len(text.encode()) > most
 
 
 # What only a dead task's hash holds; dropped when the task is retried again.
@@ -889,6 +905,7 @@ def _task_fields(
     attempt: int,
     failed_ms: int,
     history: list[dict[str, Any]],
+    first_line: str,
 ) -> dict[str, _Field]:
     fields: dict[str, _Field] = {
         "task": record.task,
@@ -897,7 +914,7 @@ def _task_fields(
         "pattern": classification.pattern,
         "confidence": classification.confidence,
         "failed_at": failed_ms,
-        "error": _first_line(record.error)[:TASK_ERROR_CHARS],
+        "error": first_line[:TASK_ERROR_CHARS],
     }
     if len(history) > 1:
         # A first failure's history is the fields above. Values of at most

@@ -7,10 +7,11 @@ import json
 import threading
 
 import anyio
+import pytest
 
 from recoveryd.config import parse_config
 from recoveryd.connection import Link
-from recoveryd.intake import Intake
+from recoveryd.intake import Intake, _longer_than
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Wakeup
@@ -409,3 +410,20 @@ async def test_a_task_failing_in_overlapping_batches_sees_each_failure(ar, r, ke
     assert [entry["attempt"] for entry in history] == [1, 2, 3, 4]
     assert r.hget(keys.task("d"), "attempt") == b"2"
     assert r.llen(keys.inflight("test:1:o")) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "longer"),
+    [
+        ("a" * 64, False),
+        ("a" * 65, True),
+        ("é" * 32, False),
+        ("é" * 33, True),
+        ("😀" * 16, False),
+        ("😀" * 17, True),
+        ("a" * 60 + "😀", False),
+        ("a" * 61 + "😀", True),
+    ],
+)
+def test_a_payload_is_measured_in_utf8_bytes(text, longer):
+    assert _longer_than(text, 64) is longer
