@@ -56,7 +56,7 @@ from recoveryd.runtime import Runtime
 from recoveryd.schedule import Decision, decide, next_attempt
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
-from recoveryd.writes import Writes, read_commit
+from recoveryd.writes import Writes, exact, read_commit
 
 __all__ = ["Intake", "Outcome"]
 
@@ -561,7 +561,7 @@ class Intake:
         writes: Writes,
         runtime: Runtime,
         task_id: str,
-        fields: dict[str, _Field],
+        fields: dict[str, str | int],
         decision: Decision,
         batch: _Batch,
         *,
@@ -607,7 +607,7 @@ class Intake:
         record: FailureRecord,
         classification: Classification,
         category: CategorySettings,
-        fields: dict[str, _Field],
+        fields: dict[str, str | int],
         decision: Decision,
         batch: _Batch,
     ) -> None:
@@ -620,13 +620,16 @@ class Intake:
             if exhausted
             else f"{classification.category} is not retried"
         )
-        fields["state"] = Outcome.DEAD if exhausted else Outcome.NOTIFIED
-        fields["died_at"] = batch.now_ms
-        fields["reason"] = reason
-        fields["record"] = _keepable_record(raw)
-        # The scan re-sends the notification of a dead task without one.
-        fields["alerted_at"] = batch.now_ms
-        writes.hset(task_key, mapping=fields)
+        dead: dict[str, _Field] = {
+            **fields,
+            "state": Outcome.DEAD if exhausted else Outcome.NOTIFIED,
+            "died_at": batch.now_ms,
+            "reason": reason,
+            "record": _keepable_record(raw),
+            # The scan re-sends the notification of a dead task without one.
+            "alerted_at": batch.now_ms,
+        }
+        writes.hset(task_key, mapping=dead)
         # The dead set owns the task now; it is trimmed by age and count.
         writes.persist(task_key)
         writes.zadd(keys.dead, {record.task_id: batch.now_ms})
@@ -906,13 +909,15 @@ def _task_fields(
     failed_ms: int,
     history: list[dict[str, Any]],
     first_line: str,
-) -> dict[str, _Field]:
-    fields: dict[str, _Field] = {
+) -> dict[str, str | int]:
+    # Text and exact integers only, so the fields go to the script as they
+    # are (see Writes.schedule).
+    fields: dict[str, str | int] = {
         "task": record.task,
-        "attempt": attempt,
+        "attempt": exact(attempt),
         "category": classification.category,
         "pattern": classification.pattern,
-        "confidence": classification.confidence,
+        "confidence": str(classification.confidence),
         "failed_at": failed_ms,
         "error": first_line[:TASK_ERROR_CHARS],
     }

@@ -18,7 +18,7 @@ import msgspec
 
 from recoveryd.scripts import Scripts
 
-__all__ = ["Writes", "read_commit"]
+__all__ = ["Writes", "exact", "read_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ def _arg(value: _Value) -> _Arg:
     if type(value) is int and -_EXACT_INT < value < _EXACT_INT:
         return value
     return str(value)
+
+
+def exact(n: int) -> int | str:
+    """An integer as the script reads it back exactly: as is, or huge as text."""
+    return n if -_EXACT_INT < n < _EXACT_INT else str(n)
 
 
 def _args(values: Iterable[_Value]) -> list[_Arg]:
@@ -132,11 +137,15 @@ class Writes:
         *,
         due_ms: int,
         ttl_ms: int,
-        fields: Mapping[str, _Value],
+        fields: Mapping[str, str | int],
     ) -> None:
-        """Write a task's hash, keep it ``ttl_ms``, and make its retry due."""
+        """Write a task's hash, keep it ``ttl_ms``, and make its retry due.
+
+        ``fields`` go as they are, unchecked: text, and integers that
+        `exact` let through (one task's dozen fields, for every retry).
+        """
         op: list[_Arg] = ["+schedule", retry, task, task_id, due_ms, ttl_ms]
-        op += _args(chain.from_iterable(fields.items()))
+        op += chain.from_iterable(fields.items())
         self._ops.append(op)
 
     def group(

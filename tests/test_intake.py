@@ -427,3 +427,25 @@ async def test_a_task_failing_in_overlapping_batches_sees_each_failure(ar, r, ke
 )
 def test_a_payload_is_measured_in_utf8_bytes(text, longer):
     assert _longer_than(text, 64) is longer
+
+
+async def test_a_tasks_fields_are_stored_exactly(ar, r, keys, runtime):
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:e", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    huge = 123_456_789_012_345_678_901  # past what a Lua number holds exactly
+    record = {"task": "t", "queue": "q", "error": "timed out"}
+    r.lpush(keys.failures, json.dumps(record | {"id": "x", "attempt": huge}))
+    r.lpush(keys.failures, json.dumps(record | {"id": "y", "attempt": 2}))
+
+    assert await intake.step(block_s=0) == 2
+
+    dead, scheduled = r.hgetall(keys.task("x")), r.hgetall(keys.task("y"))
+    assert dead[b"state"] == b"dead", "a huge attempt is past every limit"
+    assert dead[b"attempt"] == str(huge).encode()
+    assert scheduled[b"state"] == b"scheduled"
+    assert scheduled[b"attempt"] == b"2"
+    for task in (dead, scheduled):
+        confidence = task[b"confidence"].decode()
+        assert confidence == str(float(confidence)), "written as Python writes it"
