@@ -57,6 +57,28 @@ end
 _WRITES = """
 local due = {}
 
+-- Wake-ups for the daemons' loops, sent once each at the end of the call
+-- with the earliest time asked for: a batch opening a hundred groups sends
+-- two messages, not two hundred.
+local wakes, woken = {}, {}
+
+local function wake(channel, what, at)
+    local key = channel .. ' ' .. what
+    local earliest = wakes[key]
+    if not earliest then
+        woken[#woken + 1] = {channel, what, key}
+        wakes[key] = at
+    elseif at < earliest then
+        wakes[key] = at
+    end
+end
+
+local function send_wakes()
+    for _, w in ipairs(woken) do
+        redis.call('PUBLISH', w[1], w[2] .. ' ' .. wakes[w[3]])
+    end
+end
+
 local function schedule(op)
     redis.call('HSET', op[3], unpack(op, 7))
     redis.call('PEXPIRE', op[3], op[6])
@@ -112,10 +134,10 @@ local function group(op)
     local i = 13
     for name in string.gmatch(op[11], '%S+') do
         redis.call('ZADD', op[i], now, op[i + 1] .. op[10] .. op[12])
-        redis.call('PUBLISH', op[4], 'outbox:' .. name .. ' ' .. now)
+        wake(op[4], 'outbox:' .. name, now)
         i = i + 2
     end
-    redis.call('PUBLISH', op[4], 'groups ' .. window_end)
+    wake(op[4], 'groups', window_end)
 end
 """
 
@@ -210,6 +232,7 @@ for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
     end
 end
 for key in pairs(due) do try('ZADD', key, add_due, key) end
+send_wakes()
 if #KEYS > 0 then
     -- Keeps all but the batch's records, the oldest; none left: no list.
     redis.call('LTRIM', KEYS[1], 0, -(tonumber(ARGV[3] or ARGV[1]) + 1))

@@ -152,6 +152,32 @@ async def test_a_group_counted_later_in_the_same_commit_is_one_notification(
     assert not r.exists(Keys().group("no-such-group"))
 
 
+async def test_a_commit_opening_many_groups_wakes_each_loop_once(client, scripts, r):
+    wake = r.pubsub()
+    wake.subscribe(Keys().wake)
+    assert wake.get_message(timeout=5)["type"] == "subscribe"
+    writes = Writes()
+    for i, task in enumerate(("a", "b", "c")):
+        message = notification(task=task, task_id=f"t{i}")
+        enqueue(
+            writes, Keys(), message, ("alert_log", "email"), T0 + i, window_ms=WINDOW_MS
+        )
+
+    assert await writes.commit(scripts)
+    r.publish(Keys().wake, "end")
+
+    heard = []
+    while (message := wake.get_message(timeout=5)) and message["data"] != b"end":
+        heard.append(message["data"].decode())
+    wake.close()
+    assert sorted(heard) == [
+        f"groups {T0 + WINDOW_MS}",
+        f"outbox:alert_log {T0}",
+        f"outbox:email {T0}",
+    ]
+    assert len(outbox(r, "email")) == 3
+
+
 async def test_window_end_sends_one_summary_then_a_quiet_window_closes(
     client, scripts, r
 ):
