@@ -102,6 +102,8 @@ def new_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+# A batch's records mostly share one instant, Redis's clock at its take.
+@functools.lru_cache(maxsize=1024)
 def iso_utc(epoch_ms: int) -> str:
     """RFC 3339 UTC with milliseconds, the one time format in notifications."""
     seconds, ms = divmod(epoch_ms, 1000)
