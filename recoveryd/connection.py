@@ -97,6 +97,13 @@ class Replies:
         self._connection = connection
         self.unread = count
 
+    async def send(self, *commands: Sequence[Any]) -> None:
+        """Send more commands on the same connection; their replies follow."""
+        self.unread += len(commands)
+        await self._connection.send_packed_command(
+            self._connection.pack_commands(commands)
+        )
+
     async def next(self) -> Any:
         """The next reply; a reply that is an error is raised."""
         if self.unread == 0:

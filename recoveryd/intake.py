@@ -332,24 +332,33 @@ class Intake:
         # With anything else in flight, nothing new is taken: the next step
         # starts again from the oldest record there.
         clean = self._holding == size + behind
-        commit = decided.writes.commit_command(
-            self._scripts,
-            keys.inflight(self._consumer),
-            self._holding,
-            size,
-            take=(keys.failures, intake.batch, intake.batch_bytes) if clean else None,
-        )
+
+        def commit() -> list[Any]:
+            return decided.writes.commit_command(
+                self._scripts,
+                keys.inflight(self._consumer),
+                self._holding,
+                size,
+                take=(keys.failures, intake.batch, intake.batch_bytes)
+                if clean
+                else None,
+            )
+
         upcoming: _Decided | None = None
         if following is None:
-            async with exchange(self._redis, [commit]) as replies:
+            async with exchange(self._redis, [commit()]) as replies:
                 reply = await replies.next()
         else:
             decoded = self._decode(runtime, following.raws)
             ids = _task_ids(decoded)
-            commands: list[list[Any]] = [self._recall_command(runtime, ids), commit]
-            async with exchange(self._redis, commands) as replies:
-                recalled = await replies.next()
+            recall = self._recall_command(runtime, ids)
+            async with exchange(self._redis, [recall]) as replies:
+                # Made after the recall is sent, the commit most often
+                # reaches Redis once the recall's reply is on its way: Redis
+                # replies only when it has run all it has read.
+                await replies.send(commit())
                 items = self._classify(runtime, decoded)
+                recalled = await replies.next()
                 batch = _Batch(now_ms=following.now_ms)
                 known = self._recalled(runtime, recalled, ids, batch)
                 # What this batch's commit leaves its tasks, not what Redis
