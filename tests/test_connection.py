@@ -96,6 +96,15 @@ async def test_exchange_hands_back_each_reply_in_turn(ar, r):
     assert await ar.lrange("l", 0, -1) == [b"a", b"b", b"c"]
 
 
+async def test_exchange_sends_more_on_the_same_connection(ar, r):
+    async with exchange(ar, [["SET", "k", "1"]]) as replies:
+        await replies.send(["INCR", "k"], ["GET", "k"])
+        assert replies.unread == 3
+        assert await replies.next() == b"OK"
+        assert await replies.next() == 2
+        assert await replies.next() == b"2"
+
+
 async def test_exchange_left_by_an_error_leaves_no_stray_reply(ar, r):
     r.set("s", "not a list")
 
