@@ -167,12 +167,11 @@ class _Decided:
 class Intake:
     """The loop that takes failure records and commits their outcomes."""
 
-    # Limitation: ~85 µs of Python per record (classification, outcome,
-    # grouping, notification; see bench/RESULTS.md) caps one daemon's intake
-    # near 8,000-10,000 records/s on the benchmark's mix, against a 20,000
-    # target; fix: fewer Python steps per record (cheaper fingerprints,
-    # notifications built only for a group's first), or intake in two
-    # processes.
+    # Limitation: one daemon's intake is bound by its Python work, ~45 µs
+    # of CPU per record on the benchmark's mix (see bench/RESULTS.md), and
+    # runs at about 20,000 records/s on two cores; fix for more: fewer
+    # Python objects per record (outcomes written straight into the
+    # commit's arguments), or intake in two processes.
 
     def __init__(
         self,
