@@ -114,6 +114,11 @@ def decode_record(raw: bytes, max_size: int) -> FailureRecord | InvalidRecord:
 
     if not record.task.strip():
         return InvalidRecord(reason="field `task` is empty")
+    try:
+        # Kept as it came, the payload's text is not checked by the decoder.
+        bytes(record.payload).decode("utf-8")
+    except UnicodeDecodeError:
+        return InvalidRecord(reason=_decode_reason(raw, ""))
     if isinstance(record.id, int):
         record.id = str(record.id)
     if record.id is None or not record.id.strip():

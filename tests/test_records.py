@@ -118,3 +118,11 @@ def test_failed_at_out_of_range_is_invalid(value):
     raw = f'{{"task": "t", "error": "e", "failed_at": {value}}}'.encode()
     result = decode_record(raw, 1024)
     assert isinstance(result, InvalidRecord) and "out of range" in result.reason
+
+
+@pytest.mark.parametrize("payload", [b'"\xfe"', b'{"n": "\xff"}', b'["ok", "\xc3("]'])
+def test_a_payload_that_is_not_utf8_parks_the_record(payload):
+    raw = b'{"task": "t", "error": "e", "payload": ' + payload + b"}"
+    item = decode_record(raw, 1 << 20)
+    assert isinstance(item, InvalidRecord)
+    assert item.reason.startswith("not UTF-8 text (bad byte at offset ")
