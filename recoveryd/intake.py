@@ -449,14 +449,18 @@ class Intake:
         """Add one record's outcome to the batch's writes.
 
         A record that trips a bug is parked with the error, its half-made
-        writes dropped: otherwise it would fail its batch again at every try
-        and hold up every record behind it.
+        writes dropped and what this batch knows of its task as it was:
+        otherwise it would fail its batch again at every try and hold up
+        every record behind it.
         """
         mark = len(writes)
         if not isinstance(item, InvalidRecord) and item.task_id in batch.unreadable:
             key = runtime.keys.task(item.task_id)
             reason = f"its task's key {key} cannot be read: "
             item = InvalidRecord(reason=reason + batch.unreadable[item.task_id])
+        task_id = None if isinstance(item, InvalidRecord) else item.task_id
+        past = known.get(task_id) if task_id is not None else None
+        saved = (past.attempt, past.history, past.state) if past else None
         try:
             if isinstance(item, InvalidRecord):
                 self._park(writes, runtime, raw, item, batch)
@@ -468,6 +472,10 @@ class Intake:
         except Exception as exc:
             log.exception("parking a record that could not be handled")
             writes.drop_from(mark)
+            if past is not None and saved is not None:
+                past.attempt, past.history, past.state = saved
+            elif task_id is not None:
+                known.pop(task_id, None)
             self._park(writes, runtime, raw, InvalidRecord(reason=_bug(exc)), batch)
 
     # Limitation: two daemons handling failures of one task at once both
@@ -543,7 +551,7 @@ class Intake:
         fields = _task_fields(
             record, classification, attempt, failed_ms, past.history, first_line
         )
-        _count(batch, record, classification, past)
+        refailed = past.state == "dispatched"
         past.state = None
         if decision.retry:
             self._schedule(writes, runtime, task_id, fields, decision, batch, seen=seen)
@@ -563,6 +571,9 @@ class Intake:
                 decision,
                 batch,
             )
+        # Counted once its outcome is made: a record that fails on the way
+        # is parked, and counted as that.
+        _count(batch, record, classification, past.category, refailed=refailed)
 
     def _schedule(
         self,
@@ -641,13 +652,6 @@ class Intake:
         # The dead set owns the task now; it is trimmed by age and count.
         writes.persist(task_key)
         writes.zadd(keys.dead, {record.task_id: batch.now_ms})
-        batch.tally[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
-        batch.history[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
-        batch.given_up.append(
-            f"task {record.task} ({record.task_id}) is dead: {reason} "
-            f"[{classification.pattern}]"
-        )
-
         routes = notify.route(
             category,
             user=record.user,
@@ -655,6 +659,10 @@ class Intake:
             dead=exhausted,
         )
         window_ms = round(runtime.config.notify.group_window_s * 1000)
+        # What the batch learns from this record, kept until all of its
+        # writes are made (see `_one`).
+        silenced = 0
+        opened: dict[str, bool] = {}
         for audience, channels in routes.items():
             group = None
             if window_ms > 0:
@@ -670,8 +678,7 @@ class Intake:
                 if group in batch.groups:
                     # The batch holds its group's notification already (and
                     # was silenced or not alike): this one is only counted.
-                    if batch.groups[group]:
-                        batch.history["silenced"] += 1
+                    silenced += batch.groups[group]
                     notify.count_grouped(
                         writes, keys, group, record.task_id, batch.now_ms
                     )
@@ -693,9 +700,7 @@ class Intake:
                     attempt=decision.attempt,
                 )
             quiet = batch.silences.quiet(message, channels)
-            silenced = len(quiet) < len(channels)
-            if silenced:
-                batch.history["silenced"] += 1
+            silenced += len(quiet) < len(channels)
             notify.enqueue(
                 writes,
                 keys,
@@ -706,7 +711,16 @@ class Intake:
                 group=group,
             )
             if group is not None and quiet:
-                batch.groups[group] = silenced
+                opened[group] = len(quiet) < len(channels)
+        batch.groups |= opened
+        if silenced:
+            batch.history["silenced"] += silenced
+        batch.tally[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
+        batch.history[Outcome.DEAD if exhausted else Outcome.NOTIFIED] += 1
+        batch.given_up.append(
+            f"task {record.task} ({record.task_id}) is dead: {reason} "
+            f"[{classification.pattern}]"
+        )
         batch.outbox_due = True
 
     def _succeeded(
@@ -794,15 +808,23 @@ class Intake:
 
 
 def _count(
-    batch: _Batch, record: FailureRecord, classification: Classification, past: _Known
+    batch: _Batch,
+    record: FailureRecord,
+    classification: Classification,
+    retried_as: str | None,
+    *,
+    refailed: bool,
 ) -> None:
-    """Count one failure in the running totals and in this minute's history."""
+    """Count one failure in the running totals and in this minute's history.
+
+    ``refailed``: it failed again after a retry, which ran as ``retried_as``.
+    """
     category = classification.category
     batch.failures[category, record.task, classification.pattern] += 1
-    if past.state == "dispatched":
+    if refailed:
         # The retry did not take: this counts against the success rate of
         # the category it was retried under.
-        batch.history[f"refailed:{past.category or category}"] += 1
+        batch.history[f"refailed:{retried_as or category}"] += 1
     if category == NETWORK and (host := minutes.network_host(record.error)):
         # Which host network failures name, for the analysis's advice.
         batch.history[f"host:{host}"] += 1
@@ -945,7 +967,13 @@ def _keepable_record(raw: bytes) -> bytes:
     """The raw record for the dead set, with a huge error cut to its ends."""
     if len(raw) <= RECORD_KEEP_BYTES:
         return raw
-    data = msgspec.json.decode(raw)
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        # Bytes the record decoder skipped (an unknown field's) are not
+        # text: keep the record's two ends as they are.
+        half = RECORD_KEEP_BYTES // 2
+        return raw[:half] + b"\n... [record cut] ...\n" + raw[-half:]
     half = RECORD_KEEP_BYTES // 8
     for name in ("error", "traceback"):
         text = data.get(name)

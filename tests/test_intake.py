@@ -9,6 +9,7 @@ import threading
 import anyio
 import pytest
 
+from recoveryd import intake as intake_module
 from recoveryd.config import parse_config
 from recoveryd.connection import Link
 from recoveryd.intake import Intake, _longer_than
@@ -151,6 +152,45 @@ async def test_a_record_that_trips_a_bug_is_parked_and_the_rest_flow(
     assert "could not handle it: KeyError" in parked["reason"]
     assert "poison pill" in parked["raw"]
     assert r.llen(keys.inflight("test:1:x")) == 0
+
+
+async def test_a_record_failing_midway_leaves_its_task_as_it_was(
+    ar, r, keys, runtime, monkeypatch
+):
+    real = intake_module._task_fields
+
+    def failing(record, *args):
+        if "poison" in record.error:
+            raise KeyError("a bug")
+        return real(record, *args)
+
+    monkeypatch.setattr(intake_module, "_task_fields", failing)
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:m", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    for text in ("connection refused", "poison pill", "connection reset"):
+        record = {"id": "p", "task": "t", "queue": "q", "error": text}
+        r.lpush(keys.failures, json.dumps(record))
+
+    assert await intake.step(block_s=0) == 3
+
+    task = r.hgetall(keys.task("p"))
+    assert task[b"attempt"] == b"2", "the parked record is no attempt"
+    history = json.loads(task[b"history"])
+    assert [h["error"] for h in history] == ["connection refused", "connection reset"]
+    stats = r.hgetall(keys.stats)
+    assert (stats[b"received"], stats[b"invalid"]) == (b"2", b"1")
+
+
+def test_a_huge_record_that_is_not_all_text_is_kept_cut():
+    raw = b'{"task": "t", "extra": "\xff", "error": "' + b"x" * 200_000 + b'"}'
+
+    kept = intake_module._keepable_record(raw)
+
+    assert len(kept) < 70_000
+    assert kept.startswith(b'{"task": "t", "extra": "\xff"')
+    assert kept.endswith(b'x"}')
 
 
 async def test_a_batch_stops_at_its_byte_budget(ar, r, keys, tmp_path):
