@@ -193,7 +193,11 @@ def parse_failed_at(value: str | float) -> float:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    epoch = moment.timestamp()
+    # A zone can carry a time near either end of the calendar past it.
+    if not 0 <= epoch <= MAX_EPOCH_S:
+        raise ValueError(f"time out of range (1970-01-01 to 9999-12-31 UTC): {value!r}")
+    return epoch
 
 
 def payload_text(payload: Any) -> str:

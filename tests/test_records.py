@@ -113,7 +113,17 @@ def test_deeply_nested_success_report_is_not_a_crash():
     assert isinstance(decode_report(raw, 1 << 20), InvalidRecord)
 
 
-@pytest.mark.parametrize("value", [1e20, 253402300800, -1])
+@pytest.mark.parametrize(
+    "value",
+    [
+        1e20,
+        253402300800,
+        -1,
+        '"9999-12-31T23:59:59-23:59"',
+        '"0001-01-01T00:00:00+14:00"',
+        '"1969-12-31T23:59:59Z"',
+    ],
+)
 def test_failed_at_out_of_range_is_invalid(value):
     raw = f'{{"task": "t", "error": "e", "failed_at": {value}}}'.encode()
     result = decode_record(raw, 1024)
