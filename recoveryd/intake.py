@@ -140,6 +140,8 @@ class _Batch:
     # Groups this batch's writes notify, and whether their notification
     # was silenced; the rest of a group's failures in the batch are counted.
     groups: dict[str, bool] = field(default_factory=dict)
+    # Records parked for a bug in handling them.
+    bugs: int = 0
     # Tasks whose key holds something other than a hash, with Redis's word.
     unreadable: dict[str, str] = field(default_factory=dict)
     # What is logged after the commit, a few lines a batch at most.
@@ -425,13 +427,17 @@ class Intake:
         decoded: list[FailureRecord | SuccessReport | InvalidRecord],
     ) -> list[_Item]:
         items: list[_Item] = []
+        failed = 0
         for item in decoded:
             classification = None
             if isinstance(item, FailureRecord):
                 try:
                     classification = runtime.classifier.classify(item)
                 except Exception as exc:
-                    log.exception("parking a record that could not be classified")
+                    # One traceback a batch; each record is parked with it.
+                    if not failed:
+                        log.exception("parking a record that could not be classified")
+                    failed += 1
                     item = InvalidRecord(reason=_bug(exc))
             items.append((item, classification))
         return items
@@ -470,7 +476,11 @@ class Intake:
                 assert classification is not None
                 self._handle(writes, runtime, raw, item, classification, known, batch)
         except Exception as exc:
-            log.exception("parking a record that could not be handled")
+            # One traceback a batch: a flood of one bad kind of record must
+            # not flood the log (each is parked with its reason).
+            if not batch.bugs:
+                log.exception("parking a record that could not be handled")
+            batch.bugs += 1
             writes.drop_from(mark)
             if past is not None and saved is not None:
                 past.attempt, past.history, past.state = saved
@@ -971,9 +981,11 @@ def _keepable_record(raw: bytes) -> bytes:
         data = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         # Bytes the record decoder skipped (an unknown field's) are not
-        # text: keep the record's two ends as they are.
-        half = RECORD_KEEP_BYTES // 2
-        return raw[:half] + b"\n... [record cut] ...\n" + raw[-half:]
+        # UTF-8: kept as replacement characters, the record stays JSON.
+        try:
+            data = msgspec.json.decode(raw.decode("utf-8", errors="replace"))
+        except msgspec.DecodeError:
+            return raw[:RECORD_KEEP_BYTES]
     half = RECORD_KEEP_BYTES // 8
     for name in ("error", "traceback"):
         text = data.get(name)

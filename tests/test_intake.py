@@ -183,14 +183,38 @@ async def test_a_record_failing_midway_leaves_its_task_as_it_was(
     assert (stats[b"received"], stats[b"invalid"]) == (b"2", b"1")
 
 
-def test_a_huge_record_that_is_not_all_text_is_kept_cut():
-    raw = b'{"task": "t", "extra": "\xff", "error": "' + b"x" * 200_000 + b'"}'
+def test_a_huge_record_that_is_not_all_text_is_kept_as_json():
+    raw = (
+        b'{"task": "t", "extra": "\xff", "user": {"id": "u-1"}, "error": "'
+        + b"x" * 200_000
+        + b'"}'
+    )
 
-    kept = intake_module._keepable_record(raw)
+    kept = json.loads(intake_module._keepable_record(raw))
 
-    assert len(kept) < 70_000
-    assert kept.startswith(b'{"task": "t", "extra": "\xff"')
-    assert kept.endswith(b'x"}')
+    assert kept["extra"] == "\ufffd"
+    assert kept["user"] == {"id": "u-1"}, "the scan can still tell the user"
+    assert len(kept["error"]) < 20_000
+
+
+async def test_a_flood_of_records_tripping_a_bug_logs_one_traceback(
+    ar, r, keys, runtime, caplog
+):
+    runtime = dataclasses.replace(
+        runtime, classifier=_PoisonedClassifier(runtime.classifier)
+    )
+    wake = Wakeup(ar, keys.wake, Link())
+    intake = Intake(
+        ar, Scripts(ar), "test:1:f", lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+    for _ in range(50):
+        r.lpush(keys.failures, json.dumps({"task": "t", "error": "poison"}))
+
+    assert await intake.step(block_s=0) == 50
+
+    assert r.llen(keys.invalid) == 50
+    tracebacks = [rec for rec in caplog.records if rec.exc_info]
+    assert len(tracebacks) == 1
 
 
 async def test_a_batch_stops_at_its_byte_budget(ar, r, keys, tmp_path):
