@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import cast
 
+import msgspec
+
 from recoveryd.notification import USER, Notification
 from recoveryd.records import User
 
@@ -177,7 +179,6 @@ class GroupState:
         def number(name: str) -> int:
             return int(float(fields.get(name.encode(), b"0")))
 
-        samples = fields.get(b"samples", b"").decode()
         return cls(
             template=fields[b"template"],
             channels=fields.get(b"channels", b"").decode().split(),
@@ -188,7 +189,7 @@ class GroupState:
             pending=number("pending"),
             seen=number("seen"),
             summaries=number("summaries"),
-            sample_ids=[s for s in samples.split("\n") if s],
+            sample_ids=_sample_ids(fields.get(b"samples", b"")),
             last_id=fields[b"last_id"].decode() if b"last_id" in fields else None,
         )
 
@@ -214,3 +215,15 @@ def plan(state: GroupState, now_ms: int, window_ms: int, repeat_ms: int) -> Plan
     repeat_due = now_ms - state.last_sent_ms >= repeat_ms
     summarise = state.pending > 0 and (first or quiet or repeat_due)
     return Plan(summarise=summarise, close=quiet, next_end_ms=now_ms + window_ms)
+
+
+def _sample_ids(raw: bytes) -> list[str]:
+    """A group's sample ids: a JSON array, or (an older daemon's) one a line."""
+    if raw.startswith(b"["):
+        try:
+            ids = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            ids = None
+        if isinstance(ids, list):
+            return [str(i) for i in ids]
+    return [s for s in raw.decode().split("\n") if s]

@@ -107,9 +107,16 @@ local function count_in(key, now, id, most)
     redis.call('HSET', key, 'last_at', now, 'last_id', id)
     local kept = tonumber(redis.call('HGET', key, 'kept') or '0')
     if kept < tonumber(most) then
-        local samples = redis.call('HGET', key, 'samples') or ''
-        if kept > 0 then samples = samples .. '\\n' end
-        redis.call('HSET', key, 'samples', samples .. id, 'kept', kept + 1)
+        -- A JSON array: an id may hold any character. An older daemon's
+        -- ids are one per line.
+        local raw, samples = redis.call('HGET', key, 'samples') or '', {}
+        if string.sub(raw, 1, 1) == '[' then
+            samples = cjson.decode(raw)
+        else
+            for old in string.gmatch(raw, '[^\\n]+') do samples[#samples + 1] = old end
+        end
+        samples[#samples + 1] = id
+        redis.call('HSET', key, 'samples', cjson.encode(samples), 'kept', kept + 1)
     end
 end
 

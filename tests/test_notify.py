@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from recoveryd.categories import BUILTIN_CATEGORIES, BUSINESS, CONFIG, DATA
 from recoveryd.config import InboxSettings
 from recoveryd.connection import Link
+from recoveryd.grouping import GroupState
 from recoveryd.keys import Keys
 from recoveryd.notification import ADMIN, DIGEST, SUMMARY, USER, Delivery, Notification
 from recoveryd.notifiers import Channel, DeliveryError
@@ -118,7 +120,7 @@ async def test_first_of_a_group_is_sent_and_the_rest_only_counted(client, script
     assert group[1] == T0 + WINDOW_MS
     fields = r.hgetall(Keys().group(group[0].decode()))
     assert fields[b"pending"] == b"9"
-    assert fields[b"samples"].decode().split("\n") == ["t1", "t2", "t3", "t4", "t5"]
+    assert json.loads(fields[b"samples"]) == ["t1", "t2", "t3", "t4", "t5"]
 
 
 @pytest.mark.parametrize("channel", ["alert_log", "email", "inbox", 'od"d'])
@@ -147,7 +149,7 @@ async def test_a_group_counted_later_in_the_same_commit_is_one_notification(
     assert sent["task_id"] == "t0"
     fields = r.hgetall(Keys().group(first.group))
     assert fields[b"pending"] == b"3"
-    assert fields[b"samples"].decode().split("\n") == ["t1", "t2", "t3"]
+    assert json.loads(fields[b"samples"]) == ["t1", "t2", "t3"]
     assert fields[b"last_id"] == b"t3"
     assert not r.exists(Keys().group("no-such-group"))
 
@@ -176,6 +178,35 @@ async def test_a_commit_opening_many_groups_wakes_each_loop_once(client, scripts
         f"outbox:email {T0}",
     ]
     assert len(outbox(r, "email")) == 3
+
+
+async def test_sample_ids_keep_any_character(client, scripts, r):
+    odd = ["a\nb", "[x]", 'q"uote', "c d", "é/ü"]
+    writes = Writes()
+    first = notification(task_id="t0")
+    enqueue(writes, Keys(), first, ("alert_log",), T0, window_ms=WINDOW_MS)
+    assert first.group is not None
+    for task_id in odd:
+        count_grouped(writes, Keys(), first.group, task_id, T0)
+    assert await writes.commit(scripts)
+
+    fields = r.hgetall(Keys().group(first.group))
+    assert GroupState.from_hash(fields).sample_ids == odd
+
+
+async def test_a_group_an_older_daemon_opened_keeps_its_samples(client, scripts, r):
+    key = Keys().group("old")
+    r.hset(key, mapping={"template": "{}", "samples": "t1\nt2", "kept": 2})
+    writes = Writes()
+    count_grouped(writes, Keys(), "old", "t3", T0)
+    assert await writes.commit(scripts)
+
+    assert json.loads(r.hget(key, "samples")) == ["t1", "t2", "t3"]
+
+
+def test_sample_ids_an_older_daemon_wrote_one_a_line_are_read():
+    fields = {b"template": b"{}", b"samples": b"t1\nt2"}
+    assert GroupState.from_hash(fields).sample_ids == ["t1", "t2"]
 
 
 async def test_window_end_sends_one_summary_then_a_quiet_window_closes(
