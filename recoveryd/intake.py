@@ -10,9 +10,9 @@ taken again by whichever daemon recovers them; so each record gets exactly
 one outcome.
 
 Under load, batches overlap, three deep. While Redis commits one batch,
-the daemon decides the next: both go in one write, the next batch's
-recall first, so its tasks are read back before the commit runs and the
-batch is classified and decided while Redis applies the writes; the
+the daemon decides the next: the next batch's recall is sent first, in a
+write of its own, so its tasks are read back before the commit runs, and
+the batch is classified and decided while Redis applies the writes; the
 commit then takes a third batch. A task in both batches is decided on what
 the first left it (kept here, not read back), so a task failing in both
 sees the first failure. The batches in flight lie oldest at the list's
@@ -54,7 +54,7 @@ from recoveryd.records import (
 )
 from recoveryd.runtime import Runtime
 from recoveryd.schedule import Decision, decide, next_attempt
-from recoveryd.scripts import Scripts
+from recoveryd.scripts import Scripts, eval_command
 from recoveryd.wake import Alarm
 from recoveryd.writes import Writes, exact, read_commit
 
@@ -289,8 +289,8 @@ class Intake:
         """Decide a batch with no batch before it to overlap with.
 
         Its tasks are read back in the round trip that takes the next batch,
-        which starts the overlap; none is taken while records older than the
-        next batch's would be wait in flight (the take still reports the
+        which starts the overlap. No next batch is taken while other records
+        wait in flight, older than it would be (the take still reports the
         in-flight list's length).
         """
         items = self._prepare(runtime, taken.raws)
@@ -300,10 +300,9 @@ class Intake:
         intake = runtime.config.intake
         most = intake.batch if taken.alone else 0
         lists = [keys.failures, keys.inflight(self._consumer)]
-        take = ["EVAL", self._scripts.take.script, 2, *lists]
         commands = [
             self._recall_command(runtime, ids),
-            [*take, most, intake.batch_bytes, 0],
+            eval_command(self._scripts.take, lists, [most, intake.batch_bytes, 0]),
         ]
         async with exchange(self._redis, commands) as replies:
             recalled = await replies.next()
@@ -321,9 +320,9 @@ class Intake:
     async def _commit(self, runtime: Runtime, decided: _Decided) -> None:
         """Commit a decided batch; meanwhile decide the next, and take a third.
 
-        The next batch's recall is sent just ahead of the commit, in the
-        same write: its reply comes back while Redis is still applying the
-        commit, and the batch is classified and decided meanwhile.
+        The next batch's recall is sent just ahead of the commit: its reply
+        comes back while Redis is still applying the commit, and the batch
+        is classified and decided meanwhile.
         """
         keys = runtime.keys
         intake = runtime.config.intake
@@ -492,20 +491,14 @@ class Intake:
     # recall it before either commits, and the later commit wins (attempt
     # one low, or a success report overtaken); fix: a version per task that
     # COMMIT checks, putting a record back when its task moved meanwhile.
-    def _recall_command(self, runtime: Runtime, ids: list[str]) -> list[str | int]:
+    def _recall_command(self, runtime: Runtime, ids: list[str]) -> list[Any]:
         """RECALL of the batch's tasks: what Redis knows of them."""
         keys = runtime.keys
-        return [
-            "EVAL",
-            self._scripts.recall.script,
-            2,
-            keys.base_delays,
-            keys.silences,
-            keys.task_prefix,
-            *_RECALLED,
-            "",
-            *ids,
-        ]
+        return eval_command(
+            self._scripts.recall,
+            [keys.base_delays, keys.silences],
+            [keys.task_prefix, *_RECALLED, "", *ids],
+        )
 
     def _recalled(
         self, runtime: Runtime, reply: list[Any], ids: list[str], batch: _Batch

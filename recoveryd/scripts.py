@@ -12,10 +12,13 @@ hash slot: a prefix with a hash tag, and queues that carry the same tag.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-__all__ = ["Scripts"]
+__all__ = ["Scripts", "eval_command"]
 
 # Redis time in milliseconds, shared by the scripts below.
 _NOW_MS = """
@@ -660,3 +663,14 @@ class Scripts:
         return [
             value for value in vars(self).values() if isinstance(value, AsyncScript)
         ]
+
+
+def eval_command(
+    script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+) -> list[Any]:
+    """``script`` as one command to send with others (see `connection.exchange`).
+
+    By its text, not its SHA: Redis caches it all the same, and there is no
+    NOSCRIPT reply to recover from in the middle of an exchange.
+    """
+    return ["EVAL", script.script, len(keys), *keys, *args]

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from recoveryd.scripts import Scripts
+from recoveryd.scripts import Scripts, eval_command
 
 __all__ = ["Writes", "exact", "read_commit"]
 
@@ -40,8 +40,8 @@ def _arg(value: _Value) -> _Arg:
     """
     if isinstance(value, bytes):
         return msgspec.Raw(_str_header(len(value)) + value)
-    if type(value) is int and -_EXACT_INT < value < _EXACT_INT:
-        return value
+    if type(value) is int:
+        return exact(value)
     return str(value)
 
 
@@ -212,7 +212,7 @@ class Writes:
         batch: int,
         *,
         take: tuple[str, int, int] | None = None,
-    ) -> list[str | int | bytes]:
+    ) -> list[Any]:
         """`commit` as one command to send (see `recoveryd.connection.exchange`).
 
         ``take``: then take the next batch, new records only: the failures
@@ -224,7 +224,7 @@ class Writes:
             failures, most, budget = take
             keys.append(failures)
             args += (most, budget)
-        return ["EVAL", scripts.commit.script, len(keys), *keys, *args]
+        return eval_command(scripts.commit, keys, args)
 
 
 def read_commit(reply: list[Any]) -> tuple[bool, list[Any] | None]:
