@@ -136,7 +136,7 @@ def fingerprint(notification: Notification) -> str:
         notification.task,
         analysis.category,
         analysis.pattern,
-        notification.error_message,
+        normalise(notification.error_message),
         notification.user if notification.audience == USER else None,
     )
 
@@ -147,11 +147,14 @@ def fingerprint_of(
     task: str,
     category: str,
     pattern: str,
-    error: str,
+    shape: str,
     user: User | None = None,
 ) -> str:
-    """`fingerprint` of the notification these would make, without making it."""
-    parts = [kind, audience, task, category, pattern, normalise(error)]
+    """`fingerprint` of the notification these would make, without making it.
+
+    ``shape``: its error, `normalise`d (once for all of a failure's audiences).
+    """
+    parts = [kind, audience, task, category, pattern, shape]
     if user is not None:
         parts += [str(user.id), user.push or ""]
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12)

@@ -40,7 +40,7 @@ from recoveryd import history as minutes
 from recoveryd.categories import NETWORK, CategorySettings
 from recoveryd.classify import Classification
 from recoveryd.connection import REDIS_AWAY, Link, exchange
-from recoveryd.grouping import fingerprint_of
+from recoveryd.grouping import fingerprint_of, normalise
 from recoveryd.metrics import METRICS
 from recoveryd.notification import USER, for_dead_task, for_unrecoverable, iso_utc
 from recoveryd.pause import Silences
@@ -666,6 +666,7 @@ class Intake:
         # writes are made (see `_one`).
         silenced = 0
         opened: dict[str, bool] = {}
+        shape = normalise(record.error) if window_ms > 0 and routes else ""
         for audience, channels in routes.items():
             group = None
             if window_ms > 0:
@@ -675,7 +676,7 @@ class Intake:
                     record.task,
                     classification.category,
                     classification.pattern,
-                    record.error,
+                    shape,
                     record.user if audience == USER else None,
                 )
                 if group in batch.groups:
@@ -703,7 +704,8 @@ class Intake:
                     attempt=decision.attempt,
                 )
             quiet = batch.silences.quiet(message, channels)
-            silenced += len(quiet) < len(channels)
+            muted = len(quiet) < len(channels)
+            silenced += muted
             notify.enqueue(
                 writes,
                 keys,
@@ -714,7 +716,7 @@ class Intake:
                 group=group,
             )
             if group is not None and quiet:
-                opened[group] = len(quiet) < len(channels)
+                opened[group] = muted
         batch.groups |= opened
         if silenced:
             batch.history["silenced"] += silenced

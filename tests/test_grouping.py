@@ -96,7 +96,7 @@ def test_a_fingerprint_from_parts_is_the_notifications(message):
         message.task,
         analysis.category,
         analysis.pattern,
-        message.error_message,
+        normalise(message.error_message),
         message.user,
     )
     assert parts == fingerprint(message)
