@@ -27,6 +27,14 @@ base_delay = "1h"
 """
 
 
+def in_process(ar, keys, runtime: Runtime, consumer: str) -> Intake:
+    """An intake run step by step in the test, as ``consumer``."""
+    wake = Wakeup(ar, keys.wake, Link())
+    return Intake(
+        ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
+    )
+
+
 def burst(client, keys, count: int) -> dict[str, str]:
     """Push ``count`` records: mostly network, some data failures, some junk."""
     expected: dict[str, str] = {}
@@ -138,10 +146,7 @@ async def test_a_record_that_trips_a_bug_is_parked_and_the_rest_flow(
     runtime = dataclasses.replace(
         runtime, classifier=_PoisonedClassifier(runtime.classifier)
     )
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:x", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:x")
     for text in ("connection refused", "poison pill", "connection reset"):
         r.lpush(keys.failures, json.dumps({"task": "t", "queue": "q", "error": text}))
 
@@ -165,10 +170,7 @@ async def test_a_record_failing_midway_leaves_its_task_as_it_was(
         return real(record, *args)
 
     monkeypatch.setattr(intake_module, "_task_fields", failing)
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:m", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:m")
     for text in ("connection refused", "poison pill", "connection reset"):
         record = {"id": "p", "task": "t", "queue": "q", "error": text}
         r.lpush(keys.failures, json.dumps(record))
@@ -203,10 +205,7 @@ async def test_a_flood_of_records_tripping_a_bug_logs_one_traceback(
     runtime = dataclasses.replace(
         runtime, classifier=_PoisonedClassifier(runtime.classifier)
     )
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:f", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:f")
     for _ in range(50):
         r.lpush(keys.failures, json.dumps({"task": "t", "error": "poison"}))
 
@@ -221,10 +220,7 @@ async def test_a_batch_stops_at_its_byte_budget(ar, r, keys, tmp_path):
     runtime = Runtime.from_config(
         parse_config('[intake]\nbatch = 100\nbatch_bytes = "1MiB"\n')
     )
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:y", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:y")
     big = "x" * 300_000
     for _ in range(10):
         r.lpush(keys.failures, json.dumps({"task": "t", "queue": "q", "error": big}))
@@ -274,10 +270,7 @@ async def test_a_batch_taken_back_meanwhile_is_not_committed(ar, r, keys, runtim
     consumer, other = "test:1:z", "test:2:z"
     reaping = _Reaping(runtime.classifier, r, keys, consumer, keys.inflight(other))
     runtime = dataclasses.replace(runtime, classifier=reaping)
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, consumer)
     r.lpush(keys.failures, json.dumps({"task": "t", "queue": "q", "error": "timeout"}))
 
     assert await intake.step(block_s=0) == 1
@@ -292,10 +285,7 @@ async def test_a_write_redis_refuses_is_logged_and_the_rest_commit(
     ar, r, keys, runtime, caplog
 ):
     r.set(keys.dead, "not a sorted set")
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:w", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:w")
     for task_id, text in (("a", "malformed JSON in payload"), ("b", "timed out")):
         record = {"id": task_id, "task": "t", "queue": "q", "error": text}
         r.lpush(keys.failures, json.dumps(record))
@@ -377,10 +367,7 @@ def small_batches(ar, r, keys, consumer: str, classifier, count: int) -> Intake:
     runtime = dataclasses.replace(
         runtime, classifier=classifier(runtime.classifier, r, keys, consumer)
     )
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), consumer, lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, consumer)
     for i in range(count):
         record = {"id": f"t{i}", "task": "t", "queue": "q", "error": "timed out"}
         r.lpush(keys.failures, json.dumps(record))
@@ -406,10 +393,7 @@ async def test_records_taken_back_with_two_batches_in_flight_are_handled_once(
 
 async def test_a_stop_under_steady_load_takes_effect_between_batches(ar, r, keys):
     runtime = Runtime.from_config(parse_config("[intake]\nbatch = 10\n"))
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:u", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:u")
     record = json.dumps({"task": "t", "queue": "q", "error": "timed out"})
     r.lpush(keys.failures, *[record] * 2000)
 
@@ -454,10 +438,7 @@ async def test_records_moved_by_a_lost_reply_are_handled_in_batches(ar, r, keys)
 
 async def test_a_task_failing_in_overlapping_batches_sees_each_failure(ar, r, keys):
     runtime = Runtime.from_config(parse_config("[intake]\nbatch = 2\n"))
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:o", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:o")
     # Batches of two: a b | a c | a d | d a. The second and third are decided
     # while the one before is committed, from what that one left the task.
     for task_id in "abacadda":
@@ -494,10 +475,7 @@ def test_a_payload_is_measured_in_utf8_bytes(text, longer):
 
 
 async def test_a_tasks_fields_are_stored_exactly(ar, r, keys, runtime):
-    wake = Wakeup(ar, keys.wake, Link())
-    intake = Intake(
-        ar, Scripts(ar), "test:1:e", lambda: runtime, Link(), wake.alarm("retry"), set
-    )
+    intake = in_process(ar, keys, runtime, "test:1:e")
     huge = 123_456_789_012_345_678_901  # past what a Lua number holds exactly
     record = {"task": "t", "queue": "q", "error": "timed out"}
     r.lpush(keys.failures, json.dumps(record | {"id": "x", "attempt": huge}))

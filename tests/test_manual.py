@@ -230,10 +230,12 @@ def test_an_expired_silence_is_not_in_force():
     assert Silences.from_hash(raw, now_ms=2_000).matchers == {"category:y"}
 
 
-async def test_intake_sends_a_silenced_notification_to_the_alert_log_only(r, ar, keys):
-    runtime = Runtime.from_config(parse_config('[notify]\ngroup_window = "0s"\n'))
+def feeds_silenced(r, ar, keys, group_window: str) -> Intake:
+    """An intake with email on and feeds.* silenced, grouping in this window."""
+    config = parse_config(f'[notify]\ngroup_window = "{group_window}"\n')
+    runtime = Runtime.from_config(config)
     silence(r, keys, "task:feeds.*", for_s=3600, reason="known bad feed")
-    intake = Intake(
+    return Intake(
         ar,
         Scripts(ar),
         "me",
@@ -242,6 +244,10 @@ async def test_intake_sends_a_silenced_notification_to_the_alert_log_only(r, ar,
         Alarm("retry"),
         lambda: {"alert_log", "email"},
     )
+
+
+async def test_intake_sends_a_silenced_notification_to_the_alert_log_only(r, ar, keys):
+    intake = feeds_silenced(r, ar, keys, "0s")
     for task in ("feeds.import", "orders.import"):
         record = {"task": task, "id": task, "queue": "q", "error": "malformed JSON"}
         r.lpush(keys.failures, json.dumps(record))
@@ -259,17 +265,7 @@ async def test_intake_sends_a_silenced_notification_to_the_alert_log_only(r, ar,
 
 
 async def test_a_batchs_repeats_of_one_failure_are_one_notification(r, ar, keys):
-    runtime = Runtime.from_config(parse_config('[notify]\ngroup_window = "1h"\n'))
-    silence(r, keys, "task:feeds.*", for_s=3600, reason="known bad feed")
-    intake = Intake(
-        ar,
-        Scripts(ar),
-        "me",
-        lambda: runtime,
-        Link(),
-        Alarm("retry"),
-        lambda: {"alert_log", "email"},
-    )
+    intake = feeds_silenced(r, ar, keys, "1h")
     for task in ("feeds.import", "orders.import"):
         for i in range(4):
             error = f"malformed JSON at row {i * 7}"
