@@ -37,6 +37,7 @@ from bench.processes import (
 )
 from bench.profiling import Sampler
 from bench.workload import RETRYABLE, RecordMaker, payload, queue_names
+from recoveryd import tasks
 from recoveryd.keys import Keys
 
 __all__ = ["FULL", "TINY", "RecoverydBench", "Sizes"]
@@ -379,12 +380,16 @@ class RecoverydBench:
         return [f"bench-{i:07d}-{i * 2654435761 % 2**32:08x}" for i in range(n)]
 
     def _write_tasks(self, ids: list[str], fields: Any) -> None:
-        """Task hashes holding what re-dispatch reads: queue, payload, category."""
+        """Task records holding what re-dispatch reads: queue, payload, category."""
+        sha = self.client.script_load(tasks.STORE)
         with self.client.pipeline(transaction=False) as pipe:
             for i, task_id in enumerate(ids):
                 queue, text = fields(i)
-                mapping = {"queue": queue, "payload": text, "category": CATEGORY}
-                pipe.hset(KEYS.task(task_id), mapping=mapping)
+                record = tasks.record_from(
+                    {"queue": queue, "payload": text, "category": CATEGORY}
+                )
+                packed = tasks.pack(record)
+                pipe.evalsha(sha, 2, KEYS.tasks, KEYS.names, task_id, packed)
                 if i % WRITE_CHUNK == WRITE_CHUNK - 1:
                     pipe.execute()
             pipe.execute()
@@ -404,11 +409,13 @@ class RecoverydBench:
             return sum(pipe.execute())
 
     def _dispatched_at(self, ids: list[str]) -> list[int]:
-        with self.client.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hget(KEYS.task(task_id), "dispatched_at")
-            replies = pipe.execute()
-        return [int(value) if value is not None else -1 for value in replies]
+        found: list[int] = []
+        for first in range(0, len(ids), WRITE_CHUNK):
+            chunk = ids[first : first + WRITE_CHUNK]
+            for fields in tasks.read_sync(self.client, KEYS, chunk, ["dispatched_at"]):
+                value = fields and fields["dispatched_at"]
+                found.append(int(value) if value else -1)
+        return found
 
     @contextmanager
     def _consumer(self, queues: list[str], n: int) -> Iterator[_ConsumerOut]:
@@ -436,35 +443,23 @@ class RecoverydBench:
         """Redis's own account of where the bytes went, per pending retry."""
         if not pending:
             return {}
-        members = cast(
-            list[bytes], self.client.zrandmember(KEYS.retry, SAMPLE_TASKS) or []
-        )
-        with self.client.pipeline(transaction=False) as pipe:
-            for member in members:
-                pipe.memory_usage(KEYS.task(member.decode()), samples=0)
-            sizes = [size or 0 for size in pipe.execute()]
-        retry_set = cast(int, self.client.memory_usage(KEYS.retry, samples=0) or 0)
-        task = sum(sizes) / max(len(sizes), 1)
-        others = self._other_keys_bytes()
+        usage = {
+            key.decode(): cast(int, self.client.memory_usage(key, samples=0) or 0)
+            for key in self.client.scan_iter(match=f"{KEYS.prefix}:*", count=10_000)
+        }
+        task_records = usage.pop(KEYS.tasks, 0)
+        retry_set = usage.pop(KEYS.retry, 0)
+        encoding = self.client.object("encoding", KEYS.tasks)
         return {
-            "task_hash": round(task, 1),
+            "task_record": round(task_records / pending, 1),
             "retry_set_entry": round(retry_set / pending, 1),
-            "other_keys": round(others / pending, 1),
-            "task_hash_encoding": self._encoding(members),
+            "other_keys": round(sum(usage.values()) / pending, 1),
+            "tasks_hash_encoding": _text(encoding),
         }
 
-    def _other_keys_bytes(self) -> int:
-        total = 0
-        for key in self.client.scan_iter(match=f"{KEYS.prefix}:[^t]*", count=10_000):
-            if key != KEYS.retry.encode():
-                total += cast(int, self.client.memory_usage(key, samples=0) or 0)
-        return total
 
-    def _encoding(self, members: list[bytes]) -> str:
-        if not members:
-            return ""
-        raw = self.client.object("encoding", KEYS.task(members[0].decode()))
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 @dataclass

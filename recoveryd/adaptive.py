@@ -173,14 +173,14 @@ async def settle(redis: Redis, scripts: Scripts, runtime: Runtime, now_ms: int) 
     total = 0
     while True:
         recovered, judged = await scripts.settle(
-            keys=[keys.watch, keys.stats],
+            keys=[keys.watch, keys.stats, keys.tasks, keys.names, keys.done],
             args=[
                 now_ms - window_ms,
                 now_ms,
                 SETTLE_BATCH,
-                keys.task_prefix,
                 keys.history_prefix,
                 KEEP_MS,
+                round(runtime.config.retry.task_ttl_s * 1000),
             ],
         )
         total += int(recovered)

@@ -143,7 +143,12 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--error-type")
     classify.add_argument("--status-code", type=int)
 
-    command("status", _status, "counts of waiting, in flight, scheduled, dead, invalid")
+    status = command(
+        "status", _status, "counts of waiting, in flight, scheduled, dead, invalid"
+    )
+    status.add_argument(
+        "--task", metavar="ID", help="show what Redis holds of one task instead"
+    )
 
     retry = command("retry", _retry, "make a task due now, ahead of everything else")
     retry.add_argument("id", nargs="?", help="the task's id")
@@ -315,11 +320,34 @@ def _status(args: argparse.Namespace) -> int:
 
     config, _ = _config(args)
     client, keys = _client(config)
+    if args.task is not None:
+        return _task_status(client, keys, args.task, as_json=args.json)
     status = read_status(client, keys, config)
     if args.json:
         _print_json(status)
     else:
         print(render_status(status))
+    return 0
+
+
+def _task_status(client: Any, keys: Any, task_id: str, *, as_json: bool) -> int:
+    from recoveryd import tasks
+
+    found = tasks.read_sync(client, keys, [task_id])[0]
+    if found is None:
+        print(f"{task_id}: no such task", file=sys.stderr)
+        return EXIT_NOT_DONE
+    fields = {
+        name: value.decode(errors="replace")
+        for name, value in found.items()
+        if value is not None
+    }
+    if as_json:
+        _print_json({"id": task_id, **fields})
+    else:
+        width = max(map(len, fields))
+        for name, value in fields.items():
+            print(f"{name:<{width}}  {value}")
     return 0
 
 
@@ -339,9 +367,8 @@ def _retry(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate < 0:
         raise UsageError("--rate cannot be negative (0: no limit)")
     client, keys = _client(config)
-    ttl_ms = round(config.retry.task_ttl_s * 1000)
     if args.id is not None:
-        message = retry_task(client, keys, args.id, ttl_ms)
+        message = retry_task(client, keys, args.id)
         if args.json:
             _print_json({"id": args.id, "result": message})
         else:
@@ -351,7 +378,6 @@ def _retry(args: argparse.Namespace) -> int:
     count = retry_dead(
         client,
         keys,
-        ttl_ms,
         category=args.category,
         task=args.task,
         since_ms=_since_ms(client, args.since),

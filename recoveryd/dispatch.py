@@ -99,14 +99,14 @@ class DispatchLoop:
                 self.keys.paused,
                 self.keys.watch,
                 self.keys.dead,
+                self.keys.tasks,
+                self.keys.names,
             ],
             args=[
                 self.batch,
-                self.keys.task_prefix,
                 self.keys.history_prefix,
                 KEEP_MS,
                 self.keys.held_prefix,
-                self.keys.payload_prefix,
             ],
         )
         result = DispatchResult(reply)

@@ -1,9 +1,8 @@
 """History: what happened to failures, minute by minute.
 
-Each minute has one small hash of counters (``<p>:hist:<minute>``) and one
-list of the task ids received in it (``<p>:recent:<minute>``). Both expire
-on their own, so history is bounded by age, and reading a window back costs
-one round trip, in proportion to its length.
+Each minute has one small hash of counters (``<p>:hist:<minute>``). It
+expires on its own, so history is bounded by age, and reading a window back
+costs one round trip, in proportion to its length.
 
 The counters of a minute:
 
@@ -35,10 +34,8 @@ __all__ = [
     "MAX_WINDOW_MS",
     "bucket_of",
     "by_prefix",
-    "count",
     "network_host",
     "read_counts",
-    "read_ids",
     "read_windows",
     "write",
 ]
@@ -70,28 +67,15 @@ def bucket_of(epoch_ms: int) -> int:
 
 
 def write(
-    pipe: Pipeline | Writes,
-    keys: Keys,
-    now_ms: int,
-    counts: Counter[str],
-    ids: list[str],
+    pipe: Pipeline | Writes, keys: Keys, now_ms: int, counts: Counter[str]
 ) -> None:
-    """Add one batch's counts and task ids to the current minute, in ``pipe``."""
-    minute = bucket_of(now_ms)
-    if counts:
-        counters = keys.history(minute)
-        for name, number in counts.items():
-            pipe.hincrby(counters, name, number)
-        pipe.pexpire(counters, KEEP_MS)
-    if ids:
-        recent = keys.recent(minute)
-        pipe.rpush(recent, *ids)
-        pipe.pexpire(recent, KEEP_MS)
-
-
-def count(pipe: Pipeline, keys: Keys, now_ms: int, counts: Counter[str]) -> None:
-    """Add counts (no task ids) to the current minute, in ``pipe``."""
-    write(pipe, keys, now_ms, counts, [])
+    """Add one batch's counts to the current minute, in ``pipe``."""
+    if not counts:
+        return
+    counters = keys.history(bucket_of(now_ms))
+    for name, number in counts.items():
+        pipe.hincrby(counters, name, number)
+    pipe.pexpire(counters, KEEP_MS)
 
 
 def network_host(error: str) -> str | None:
@@ -153,13 +137,3 @@ async def read_windows(
         for name, number in reply.items():
             into[name.decode()] += int(number)
     return current, previous
-
-
-async def read_ids(redis: Redis, keys: Keys, start_ms: int, end_ms: int) -> list[str]:
-    """The ids of tasks that failed in the window, oldest first, once each."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for minute in _minutes(start_ms, end_ms):
-            pipe.lrange(keys.recent(minute), 0, -1)
-        replies = await pipe.execute()
-    seen = dict.fromkeys(raw.decode() for reply in replies for raw in reply)
-    return list(seen)

@@ -1,4 +1,5 @@
-"""Housekeeping: keeping the dead set and the invalid list within bounds.
+"""Housekeeping: keeping the dead set and the invalid list within bounds,
+and forgetting recovered tasks once their time is up.
 
 What is evicted is counted in the stats hash (``dead_evicted``,
 ``invalid_evicted``), shown by `recoveryd status`, and logged.
@@ -21,6 +22,8 @@ __all__ = ["Housekeeping"]
 log = logging.getLogger(__name__)
 
 EVERY_S = 60.0
+# Recovered tasks forgotten in one script call.
+FORGET_CHUNK = 1000
 
 
 class Housekeeping:
@@ -40,6 +43,7 @@ class Housekeeping:
         while True:
             try:
                 await self.trim()
+                await self.forget_done()
                 self._link.ok("housekeeping")
             except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "housekeeping")
@@ -53,8 +57,8 @@ class Housekeeping:
         now_ms = await time_ms(self._redis)
         oldest_ms = now_ms - round(config.dead.max_age_s * 1000)
         by_age, by_count = await self._scripts.trim_dead(
-            keys=[keys.dead, keys.stats],
-            args=[oldest_ms, config.dead.max_count, keys.task_prefix],
+            keys=[keys.dead, keys.stats, keys.tasks],
+            args=[oldest_ms, config.dead.max_count],
         )
         invalid = int(
             await self._scripts.trim_invalid(
@@ -72,3 +76,19 @@ class Housekeeping:
         if invalid:
             log.info("evicted %d parked invalid records over the limit", invalid)
         return int(by_age), int(by_count), invalid
+
+    async def forget_done(self) -> int:
+        """Forget the recovered and succeeded tasks whose time is up."""
+        keys = self._runtime().keys
+        now_ms = await time_ms(self._redis)
+        total = 0
+        while True:
+            forgotten, more = await self._scripts.trim_done(
+                keys=[keys.done, keys.tasks], args=[now_ms, FORGET_CHUNK]
+            )
+            total += int(forgotten)
+            if not int(more):
+                break
+        if total:
+            log.debug("forgot %d recovered or succeeded tasks", total)
+        return total

@@ -35,7 +35,7 @@ import anyio
 import msgspec
 from redis.asyncio import Redis
 
-from recoveryd import adaptive, notify
+from recoveryd import adaptive, notify, tasks
 from recoveryd import history as minutes
 from recoveryd.categories import NETWORK, CategorySettings
 from recoveryd.classify import Classification
@@ -70,9 +70,6 @@ HISTORY_KEEP = 20
 ERROR_HEAD = 300
 TASK_ERROR_CHARS = 60
 RECORD_KEEP_BYTES = 64 * 1024
-# Redis's default `hash-max-listpack-value`: a longer payload is kept apart
-# from its task's hash (see Keys.payload).
-INLINE_PAYLOAD_BYTES = 64
 
 
 _Field = str | bytes | int | float
@@ -129,7 +126,6 @@ class _Batch:
     # Failures by (category, task, pattern): counted once each, spread
     # over the tallies at the end of the batch (see Intake._finish).
     failures: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    ids: list[str] = field(default_factory=list)
     first_due_ms: int | None = None
     outbox_due: bool = False
     # Read once per batch: adapted base delays, and silences in force.
@@ -460,8 +456,7 @@ class Intake:
         """
         mark = len(writes)
         if not isinstance(item, InvalidRecord) and item.task_id in batch.unreadable:
-            key = runtime.keys.task(item.task_id)
-            reason = f"its task's key {key} cannot be read: "
+            reason = "its task's record cannot be read: "
             item = InvalidRecord(reason=reason + batch.unreadable[item.task_id])
         task_id = None if isinstance(item, InvalidRecord) else item.task_id
         past = known.get(task_id) if task_id is not None else None
@@ -496,8 +491,8 @@ class Intake:
         keys = runtime.keys
         return eval_command(
             self._scripts.recall,
-            [keys.base_delays, keys.silences],
-            [keys.task_prefix, *_RECALLED, "", *ids],
+            [keys.base_delays, keys.silences, keys.tasks, keys.names],
+            tasks.fields_args(_RECALLED, ids),
         )
 
     def _recalled(
@@ -512,7 +507,7 @@ class Intake:
         for task_id, fields in zip(ids, replies, strict=True):
             if isinstance(fields, bytes):
                 batch.unreadable[task_id] = fields.decode(errors="replace")[:200]
-            elif fields[0] is not None:
+            elif fields is not None:
                 known[task_id] = _known(fields)
         return known
 
@@ -562,7 +557,6 @@ class Intake:
             if seen:
                 # A retry still pending for an earlier failure is void.
                 writes.zrem(runtime.keys.retry, task_id)
-                writes.call("DEL", runtime.keys.payload(task_id))
             self._give_up(
                 writes,
                 runtime,
@@ -583,39 +577,24 @@ class Intake:
         writes: Writes,
         runtime: Runtime,
         task_id: str,
-        fields: dict[str, str | int],
+        fields: dict[str, Any],
         decision: Decision,
         batch: _Batch,
         *,
         seen: bool,
     ) -> None:
-        fields["state"] = Outcome.SCHEDULED
-        fields["due"] = decision.due_ms
         keys = runtime.keys
-        task_key, payload_key = keys.task(task_id), keys.payload(task_id)
-        payload = fields.get("payload")
-        apart = isinstance(payload, str) and _longer_than(payload, INLINE_PAYLOAD_BYTES)
-        if apart:
-            del fields["payload"]
         if seen:
-            # What the last failure left: a retry forced by an operator is
-            # over, its payload is replaced by this one's, and if it was
-            # given up on, it is not any more.
+            # What the last failure left: if it was given up on, it is not
+            # any more. The new record replaces the rest.
             writes.zrem(keys.dead, task_id)
-            writes.call("HDEL", task_key, "manual", "payload", *_DEAD_ONLY)
-            if not apart:
-                writes.call("DEL", payload_key)
-        ttl_ms = round((decision.delay_s + runtime.config.retry.task_ttl_s) * 1000)
         writes.schedule(
             keys.retry,
-            task_key,
+            (keys.tasks, keys.names),
             task_id,
-            due_ms=decision.due_ms,
-            ttl_ms=ttl_ms,
-            fields=fields,
+            decision.due_ms,
+            tasks.record(state=Outcome.SCHEDULED, **fields),
         )
-        if apart:
-            writes.call("SET", payload_key, cast(str, payload), "PX", ttl_ms)
         batch.tally[Outcome.SCHEDULED] += 1
         batch.history[Outcome.SCHEDULED] += 1
         if batch.first_due_ms is None or decision.due_ms < batch.first_due_ms:
@@ -629,31 +608,32 @@ class Intake:
         record: FailureRecord,
         classification: Classification,
         category: CategorySettings,
-        fields: dict[str, str | int],
+        fields: dict[str, Any],
         decision: Decision,
         batch: _Batch,
     ) -> None:
         """Put the task in the dead set and tell the people its category names."""
         keys = runtime.keys
-        task_key = keys.task(record.task_id)
         exhausted = category.retries
         reason = (
             decision.reason
             if exhausted
             else f"{classification.category} is not retried"
         )
-        dead: dict[str, _Field] = {
-            **fields,
-            "state": Outcome.DEAD if exhausted else Outcome.NOTIFIED,
+        more: dict[str, str | bytes | int] = {
             "died_at": batch.now_ms,
             "reason": reason,
             "record": _keepable_record(raw),
             # The scan re-sends the notification of a dead task without one.
             "alerted_at": batch.now_ms,
         }
-        writes.hset(task_key, mapping=dead)
+        state = Outcome.DEAD if exhausted else Outcome.NOTIFIED
+        writes.store(
+            (keys.tasks, keys.names),
+            record.task_id,
+            tasks.record(state=state, more=more, **fields),
+        )
         # The dead set owns the task now; it is trimmed by age and count.
-        writes.persist(task_key)
         writes.zadd(keys.dead, {record.task_id: batch.now_ms})
         routes = notify.route(
             category,
@@ -743,14 +723,13 @@ class Intake:
         batch.tally["ok_reports"] += 1
         if past is None or past.state in (Outcome.RECOVERED, Outcome.SUCCEEDED):
             return  # a task unknown here, or one whose success is counted
-        task_key = keys.task(task_id)
+        forget_at = batch.now_ms + round(runtime.config.retry.task_ttl_s * 1000)
         if past.state == "dispatched":
             category = past.category or "unknown"
             past.state = Outcome.RECOVERED
-            writes.hset(
-                task_key, mapping={"state": past.state, "recovered_at": batch.now_ms}
-            )
+            writes.mark(keys.tasks, task_id, past.state, recovered_at=batch.now_ms)
             writes.zrem(keys.watch, task_id)
+            writes.zadd(keys.done, {task_id: forget_at})
             batch.tally[Outcome.RECOVERED] += 1
             batch.history.update(
                 ("recovered", f"recovered:{category}", f"reported_ok:{category}")
@@ -759,13 +738,10 @@ class Intake:
         # It succeeded on its own, while a retry was pending or after it was
         # given up: that retry is not needed, and it is no longer dead.
         past.state = Outcome.SUCCEEDED
-        writes.hset(
-            task_key, mapping={"state": past.state, "succeeded_at": batch.now_ms}
-        )
+        writes.mark(keys.tasks, task_id, past.state, succeeded_at=batch.now_ms)
         writes.zrem(keys.retry, task_id)
         writes.zrem(keys.dead, task_id)
-        writes.pexpire(task_key, round(runtime.config.retry.task_ttl_s * 1000))
-        writes.call("DEL", keys.payload(task_id))
+        writes.zadd(keys.done, {task_id: forget_at})
         # DEBUG: a burst of reports must not become a burst of log lines;
         # the batch's tally counts them.
         log.debug("task %s reported a success; its retry is cancelled", task_id)
@@ -807,7 +783,7 @@ class Intake:
             history[f"pattern:{pattern}"] += n
         for counter, count in batch.tally.items():
             writes.hincrby(keys.stats, counter, count)
-        minutes.write(writes, keys, batch.now_ms, batch.history, batch.ids)
+        minutes.write(writes, keys, batch.now_ms, batch.history)
         if batch.first_due_ms is not None:
             writes.publish(keys.wake, f"retry {batch.first_due_ms}")
 
@@ -833,7 +809,6 @@ def _count(
     if category == NETWORK and (host := minutes.network_host(record.error)):
         # Which host network failures name, for the analysis's advice.
         batch.history[f"host:{host}"] += 1
-    batch.ids.append(record.task_id)
 
 
 def _task_ids(
@@ -896,18 +871,6 @@ def _history_entry(
     }
 
 
-def _longer_than(text: str, most: int) -> bool:
-    """Whether ``text`` is over ``most`` bytes in UTF-8, mostly without encoding it."""
-    if len(text) > most:
-        return True
-    if 4 * len(text) <= most:
-        return False
-    return len(text.encode()) > most
-
-
-# What only a dead task's hash holds; dropped when the task is retried again.
-_DEAD_ONLY = ("died_at", "reason", "record", "alerted_at")
-
 # What intake reads back of a task it has seen before.
 _RECALLED = ["attempt", "history", "state", "category", "pattern", "failed_at", "error"]
 
@@ -944,28 +907,24 @@ def _task_fields(
     failed_ms: int,
     history: list[dict[str, Any]],
     first_line: str,
-) -> dict[str, str | int]:
-    # Text and exact integers only, so the fields go to the script as they
+) -> dict[str, Any]:
+    """The task's record (see `recoveryd.tasks.record`), but for its state."""
+    # Text and exact integers only, so the values go to the script as they
     # are (see Writes.schedule).
-    fields: dict[str, str | int] = {
-        "task": record.task,
+    return {
         "attempt": exact(attempt),
+        "failed_at": failed_ms,
+        "task": record.task,
         "category": classification.category,
         "pattern": classification.pattern,
         "confidence": str(classification.confidence),
-        "failed_at": failed_ms,
+        "queue": record.queue or "",
+        "payload": payload_text(record.payload) if record.queue else "",
+        "error_type": record.error_type or "",
         "error": first_line[:TASK_ERROR_CHARS],
+        # A first failure's history is the fields above, not stored twice.
+        "history": msgspec.json.encode(history).decode() if len(history) > 1 else "",
     }
-    if len(history) > 1:
-        # A first failure's history is the fields above. Values of at most
-        # 64 bytes keep a pending task's hash in Redis's compact encoding.
-        fields["history"] = msgspec.json.encode(history).decode()
-    if record.queue:
-        fields["queue"] = record.queue
-        fields["payload"] = payload_text(record.payload)
-    if record.error_type:
-        fields["error_type"] = record.error_type
-    return fields
 
 
 def _keepable_record(raw: bytes) -> bytes:

@@ -82,38 +82,29 @@ class Keys:
         """One daemon's in-flight list: records taken but not yet committed."""
         return f"{self.prefix}:inflight:{consumer}"
 
-    def task(self, task_id: str) -> str:
-        """Hash holding one task's state, record and history."""
-        # Limitation: a key per task puts a pending retry at ~960 bytes of
-        # Redis memory (arq's job: 374); fix: keep pending tasks in shared
-        # hashes or the retry set's members, read by every task script.
-        return f"{self.prefix}:task:{task_id}"
+    @property
+    def tasks(self) -> str:
+        """Hash of task id to its record (see `recoveryd.tasks`)."""
+        return f"{self.prefix}:tasks"
 
-    def payload(self, task_id: str) -> str:
-        """A scheduled task's payload, when too long to keep in its hash.
+    @property
+    def names(self) -> str:
+        """Hash of the names task records store as numbers, both ways."""
+        return f"{self.prefix}:names"
 
-        Redis keeps a hash whose values are all short in a compact encoding,
-        several times smaller; one long payload would end that for the whole
-        hash. It lives exactly as long as the hash, and goes back into it if
-        the task dies.
-        """
-        return f"{self.prefix}:payload:{task_id}"
+    @property
+    def done(self) -> str:
+        """Sorted set of recovered and succeeded task ids, by when to forget them."""
+        return f"{self.prefix}:done"
+
+    @property
+    def legacy_task_prefix(self) -> str:
+        """Where versions before `tasks` kept each task, a hash per key."""
+        return f"{self.prefix}:task:"
 
     def history(self, minute: int) -> str:
         """Hash of one minute's counters (see `recoveryd.history`)."""
         return f"{self.prefix}:hist:{minute}"
-
-    def recent(self, minute: int) -> str:
-        """List of the task ids that failed in one minute."""
-        return f"{self.prefix}:recent:{minute}"
-
-    @property
-    def task_prefix(self) -> str:
-        return f"{self.prefix}:task:"
-
-    @property
-    def payload_prefix(self) -> str:
-        return f"{self.prefix}:payload:"
 
     @property
     def history_prefix(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import redis
 
+from recoveryd import tasks
 from recoveryd.keys import Keys
 from recoveryd.pause import compile_glob
 from recoveryd.scripts import RETRY_NOW
@@ -42,18 +43,10 @@ _RESULTS = {
 }
 
 
-def retry_task(client: redis.Redis, keys: Keys, task_id: str, ttl_ms: int) -> str:
+def retry_task(client: redis.Redis, keys: Keys, task_id: str) -> str:
     """Make one scheduled or dead task due now; says what happened."""
     reply = client.eval(
-        RETRY_NOW,
-        4,
-        keys.retry,
-        keys.dead,
-        keys.task(task_id),
-        keys.payload(task_id),
-        task_id,
-        str(MANUAL_SCORE),
-        str(ttl_ms),
+        RETRY_NOW, 3, keys.retry, keys.dead, keys.tasks, task_id, str(MANUAL_SCORE)
     )
     result = int(cast(int, reply))
     if result > 0:
@@ -63,10 +56,9 @@ def retry_task(client: redis.Redis, keys: Keys, task_id: str, ttl_ms: int) -> st
 
 def _pause_note(client: redis.Redis, keys: Keys, task_id: str, result: int) -> str:
     """Why a retry will not go out yet, when a pause holds it."""
-    state, held, category, task = cast(
-        list[bytes | None],
-        client.hmget(keys.task(task_id), ["state", "held", "category", "task"]),
-    )
+    wanted = ("state", "held", "category", "task")
+    fields = tasks.read_sync(client, keys, [task_id], wanted)[0] or {}
+    state, held, category, task = (fields.get(name) for name in wanted)
     if result == 0 and state == b"held" and held:
         matcher = held.decode()
         return f" (held: `recoveryd resume {matcher}` releases it)"
@@ -103,12 +95,10 @@ def select_dead(
     chosen: list[str] = []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        pipe = client.pipeline(transaction=False)
-        for task_id in chunk:
-            pipe.hmget(keys.task(task_id), ["category", "task"])
-        for task_id, (found_category, found_task) in zip(
-            chunk, pipe.execute(), strict=True
-        ):
+        found = tasks.read_sync(client, keys, chunk, ("category", "task"))
+        for task_id, fields in zip(chunk, found, strict=True):
+            found_category = fields and fields["category"]
+            found_task = fields and fields["task"]
             if category is not None and found_category != category.encode():
                 continue
             if task_rule is not None and (
@@ -122,7 +112,6 @@ def select_dead(
 def retry_dead(
     client: redis.Redis,
     keys: Keys,
-    ttl_ms: int,
     *,
     category: str | None = None,
     task: str | None = None,
@@ -148,20 +137,18 @@ def retry_dead(
         if rate is not None:
             # Chunk n may start once n chunks' worth of the rate has passed.
             sleep(max(0.0, started + start / rate - clock()))
-        requeued += _requeue(client, keys, script, ids[start : start + size], ttl_ms)
+        requeued += _requeue(client, keys, script, ids[start : start + size])
         if progress is not None:
             progress(min(start + size, len(ids)), len(ids))
     return requeued
 
 
-def _requeue(
-    client: redis.Redis, keys: Keys, script: Any, ids: Sequence[str], ttl_ms: int
-) -> int:
+def _requeue(client: redis.Redis, keys: Keys, script: Any, ids: Sequence[str]) -> int:
     pipe = client.pipeline(transaction=False)
     for task_id in ids:
         script(
-            keys=[keys.retry, keys.dead, keys.task(task_id), keys.payload(task_id)],
-            args=[task_id, MANUAL_SCORE, ttl_ms],
+            keys=[keys.retry, keys.dead, keys.tasks],
+            args=[task_id, MANUAL_SCORE],
             client=pipe,
         )
     replies = pipe.execute()

@@ -127,13 +127,13 @@ def resume(client: redis.Redis, keys: Keys, matcher: str, *, rate: float) -> Rel
     while True:
         reply = client.eval(
             RELEASE,
-            2,
+            3,
             held,
             keys.retry,
+            keys.tasks,
             repr(start_ms + released * interval_ms),
             repr(interval_ms),
             str(RELEASE_CHUNK),
-            keys.task_prefix,
         )
         chunk, gone, last, left = (float(x) for x in cast(list[Any], reply))
         released += int(chunk)

@@ -5,7 +5,8 @@ Every ``[schedule] scan_every`` (30 min), looking back ``scan_window`` (24 h):
 - **stuck in flight**: the in-flight lists of daemons that are dead, or that
   no daemon's heartbeat names at all, go back to the failures list;
 - **lost schedule**: a task that is scheduled (or held by a pause) but has
-  no entry to match is scheduled again, at its old due time or now;
+  no entry to match is scheduled again, due now; every other task missing
+  from the index its state names is put back in it (see `recoveryd.tasks`);
 - **undelivered**: an outbox delivery for a channel no daemon serves goes to
   the admin alert log as undeliverable; one overdue on a served channel
   wakes that channel's loop; those failing and being retried are listed;
@@ -26,7 +27,7 @@ from typing import Any, cast
 import msgspec
 from redis.asyncio import Redis
 
-from recoveryd import history, notify
+from recoveryd import notify, tasks
 from recoveryd.classify import Classification
 from recoveryd.config import Config
 from recoveryd.consumers import is_dead
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 KIND = "failure_processing"
 CHUNK = 500
+# Tasks examined in one step of the walk over all of them.
+SWEEP_STEP = 1000
 # A delivery this far past due was not claimed by any delivery loop, which
 # would have taken it within a minute (their longest sleep).
 OVERDUE_MS = 5 * 60_000
@@ -205,23 +208,29 @@ class _Scanner:
 
     async def lost_schedules(self) -> Finding:
         finding = Finding(action="scheduled again")
-        ids = await history.read_ids(self.redis, self.keys, self.start_ms, self.now_ms)
-        self.examined["tasks"] = len(ids)
-        for start in range(0, len(ids), CHUNK):
-            rescued = await self.scripts.rescue(
-                keys=[self.keys.retry],
-                args=[
-                    self.now_ms,
-                    self.keys.task_prefix,
-                    self.keys.held_prefix,
-                    *ids[start : start + CHUNK],
-                ],
+        keys = self.keys
+        index_keys = [keys.tasks, keys.retry, keys.watch, keys.dead, keys.done]
+        keep_ms = round(self.config.retry.task_ttl_s * 1000)
+        cursor, examined, repaired = b"0", 0, 0
+        while True:
+            reply = await self.scripts.sweep(
+                keys=index_keys,
+                args=[cursor, SWEEP_STEP, self.now_ms, keys.held_prefix, keep_ms],
             )
+            cursor, step, fixed, *rescued = reply
+            examined += int(step)
+            repaired += int(fixed)
             for raw in rescued:
                 finding.add(raw.decode())
+            if cursor in (b"0", 0, "0"):
+                break
+        self.examined["tasks"] = examined
+        self.examined["indexes_repaired"] = repaired
         if finding.found:
-            await self.redis.publish(self.keys.wake, f"retry {self.now_ms}")
+            await self.redis.publish(keys.wake, f"retry {self.now_ms}")
             log.warning("scan: %d scheduled tasks had lost their entry", finding.found)
+        if repaired:
+            log.warning("scan: put %d tasks back in the index of their state", repaired)
         return finding
 
     async def undelivered(self) -> Finding:
@@ -298,12 +307,10 @@ class _Scanner:
         )
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id in chunk:
-                    pipe.hmget(self.keys.task(task_id), list(_DEAD_FIELDS))
-                replies = await pipe.execute()
-            for task_id, reply in zip(chunk, replies, strict=True):
-                fields = dict(zip(_DEAD_FIELDS, reply, strict=True))
+            found = await tasks.read(self.redis, self.keys, chunk, _DEAD_FIELDS)
+            for task_id, fields in zip(chunk, found, strict=True):
+                if fields is None:
+                    continue
                 final = _text(fields["state"]) in ("dead", "notified")
                 if not final or fields["alerted_at"] is not None:
                     continue
@@ -333,7 +340,11 @@ class _Scanner:
                 message = _notice(record, classification, audience, fields, self.now_ms)
                 quiet = silences.quiet(message, channels)
                 notify.enqueue(pipe, self.keys, message, quiet, self.now_ms)
-            pipe.hset(self.keys.task(task_id), mapping={"alerted_at": self.now_ms})
+            await self.scripts.mark(
+                keys=[self.keys.tasks],
+                args=[task_id, "", "alerted_at", self.now_ms],
+                client=pipe,
+            )
             await pipe.execute()
 
 

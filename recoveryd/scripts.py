@@ -18,6 +18,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from recoveryd.tasks import LUA as _TASKS
+from recoveryd.tasks import READ
+
 __all__ = ["Scripts", "eval_command"]
 
 # Redis time in milliseconds, shared by the scripts below.
@@ -40,12 +43,30 @@ local function count(stats, history_prefix, keep_ms, now_ms, name, total, by_cat
 end
 """
 
+# Changes a known task's state (unless ``state`` is '') and sets the
+# name/value pairs that follow in its ``more``; a task Redis does not know
+# is left unknown. Used by COMMIT's +mark and by MARK.
+_MARK = """
+local function mark_task(tasks, id, state, pairs_at, args)
+    local t = load_task(tasks, id)
+    if not t then return 0 end
+    if state ~= '' then t[STATE] = STATE_OF[state] end
+    for i = pairs_at, #args, 2 do set_more(t, args[i], args[i + 1]) end
+    store_task(tasks, id, t)
+    return 1
+end
+"""
+
 # The writes of COMMIT that are more than one command (see recoveryd.writes).
 #
-# schedule: {'+schedule', retry, task, id, due ms, ttl ms, field, value, ...}:
-# the task's hash written and kept until ttl, its retry due at due ms. The
+# schedule: {'+schedule', retry, tasks, names, id, due ms, record}: the
+# task's record stored (see recoveryd.tasks), its retry due at due ms. The
 # retry entries are added in one ZADD per retry set, made before any other
 # write to that set and at the end.
+#
+# store: {'+store', tasks, names, id, record}: the task's record stored.
+#
+# mark: {'+mark', tasks, id, state, name, value, ...}: see mark_task.
 #
 # group: {'+group', group, open groups, wake channel, now ms, window ms,
 # group id, task id, most sample ids, notification, channel names
@@ -83,15 +104,22 @@ local function send_wakes()
 end
 
 local function schedule(op)
-    redis.call('HSET', op[3], unpack(op, 7))
-    redis.call('PEXPIRE', op[3], op[6])
+    store_new(op[3], op[4], op[5], op[7])
     local entries = due[op[2]]
     if not entries then
         entries = {}
         due[op[2]] = entries
     end
+    entries[#entries + 1] = op[6]
     entries[#entries + 1] = op[5]
-    entries[#entries + 1] = op[4]
+end
+
+local function store(op)
+    store_new(op[2], op[3], op[4], op[5])
+end
+
+local function mark(op)
+    mark_task(op[2], op[3], op[4], 5, op)
 end
 
 local function add_due(key)
@@ -213,6 +241,8 @@ end
 # take's {now_ms, in-flight length, raw...} after that.
 COMMIT = (
     _NOW_MS
+    + _TASKS
+    + _MARK
     + _WRITES
     + _TAKE
     + """
@@ -230,7 +260,8 @@ local function try(name, key, apply, ...)
     end
 end
 local special = {
-    ['+schedule'] = schedule, ['+group'] = group, ['+count'] = add_to_group,
+    ['+schedule'] = schedule, ['+store'] = store, ['+mark'] = mark,
+    ['+group'] = group, ['+count'] = add_to_group,
 }
 for _, op in ipairs(cmsgpack.unpack(ARGV[2])) do
     local apply = special[op[1]]
@@ -255,25 +286,17 @@ return {1, failed, first}
 """
 )
 
-# KEYS: adapted base delays, silences.  ARGV: task key prefix, then field
-# names, an empty string, then task ids.
+# KEYS: adapted base delays, silences, tasks, names.  ARGV: field names,
+# '', task ids.
 # What intake needs to know before it decides a batch: returns {delays,
-# silences, then each task's fields (false where missing)}. A task whose key
-# is not a hash gets Redis's error text instead of its fields.
-RECALL = """
-local fields, i = {}, 2
-while ARGV[i] ~= '' do
-    fields[#fields + 1] = ARGV[i]
-    i = i + 1
-end
-local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
-for j = i + 1, #ARGV do
-    local ok, found = pcall(redis.call, 'HMGET', ARGV[1] .. ARGV[j], unpack(fields))
-    if not ok then found = type(found) == 'table' and found.err or tostring(found) end
-    out[#out + 1] = found
-end
-return out
+# silences, then each task's fields} (see fields_reply).
+RECALL = (
+    _TASKS
+    + """
+return fields_reply(KEYS[3], KEYS[4], 1, {
+    redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])})
 """
+)
 
 # KEYS: failures, inflight.  ARGV: how many, how many bytes, and 1 to begin
 # with the records already in flight or 0 for only new ones (see take).
@@ -287,8 +310,8 @@ return taken_reply({}, KEYS[2], take(KEYS[1], KEYS[2], want, budget, ARGV[3] ~= 
 """
 )
 
-# KEYS: retry, stats, paused, watch, dead.  ARGV: batch size, task key prefix,
-# history key prefix, history ms to keep, held key prefix, payload key prefix.
+# KEYS: retry, stats, paused, watch, dead, tasks, names.  ARGV: batch size,
+# history key prefix, history ms to keep, held key prefix.
 # Returns {dispatched, popped, now_ms, next_due_ms or -1, orphans, unpushable,
 # lateness_ms...}: orphans had no task record left; unpushable named a queue
 # that is not a list, and went to the dead set; lateness is that of each
@@ -296,17 +319,17 @@ return taken_reply({}, KEYS[2], take(KEYS[1], KEYS[2], want, budget, ARGV[3] ~= 
 # A due entry whose task or category is paused is held instead: moved, with
 # its score, to the pause's held set, to be released when it is resumed.
 # Each dispatched task is watched (by dispatch time) until it is judged
-# recovered or it fails again. A payload kept in a key of its own (see
-# Keys.payload) is deleted once pushed; a task that dies takes it back into
-# its hash, as dead tasks keep theirs.
+# recovered or it fails again; its payload, pushed, is not kept.
 # Limitation: the queues are not in KEYS, so on Redis Cluster they must share
 # the prefix's hash tag; fix: a two-step dispatch through a per-daemon list.
 DISPATCH = (
     _NOW_MS
     + _COUNT
+    + _TASKS
     + """
 local due = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[1])
+local tasks, names = KEYS[6], KEYS[7]
 local dispatched, orphans, held, unpushable = 0, 0, 0, 0
 local by_category, late = {}, {}
 local pauses, paused, watch = {}, false, {}
@@ -316,43 +339,44 @@ for _, matcher in ipairs(redis.call('HKEYS', KEYS[3])) do
 end
 for i = 1, #due, 2 do
     local id, score = due[i], tonumber(due[i + 1])
-    local task = ARGV[2] .. id
-    local fields = redis.call('HMGET', task, 'queue', 'payload', 'category', 'task')
-    local payload_key = ARGV[6] .. id
-    local payload = fields[2]
-    if fields[1] and not payload then
-        payload = redis.call('GET', payload_key) or ''
-    end
+    local t = load_task(tasks, id)
+    local queue = t and name_of(names, t[QUEUE]) or ''
     local hold = false
-    if paused and fields[1] then
-        if fields[4] and pauses['task:' .. fields[4]] then
-            hold = 'task:' .. fields[4]
-        elseif fields[3] and pauses['category:' .. fields[3]] then
-            hold = 'category:' .. fields[3]
+    if paused and queue ~= '' then
+        local task, category = name_of(names, t[TASK]), name_of(names, t[CATEGORY])
+        if pauses['task:' .. task] then
+            hold = 'task:' .. task
+        elseif pauses['category:' .. category] then
+            hold = 'category:' .. category
         end
     end
     if hold then
-        redis.call('ZADD', ARGV[5] .. hold, due[i + 1], id)
-        redis.call('HSET', task, 'state', 'held', 'held', hold)
+        redis.call('ZADD', ARGV[4] .. hold, due[i + 1], id)
+        t[STATE] = HELD
+        set_more(t, 'held', hold)
+        store_task(tasks, id, t)
         held = held + 1
-    elseif fields[1]
-        and type(redis.pcall('LPUSH', fields[1], payload)) == 'table' then
+    elseif queue ~= ''
+        and type(redis.pcall('LPUSH', queue, t[PAYLOAD])) == 'table' then
         -- The push (made in this test) failed: the queue exists and is not a
         -- list. No retry can ever land there, and one bad entry must not
         -- stop the rest of the batch.
-        redis.call('HSET', task, 'state', 'dead', 'died_at', now,
-            'reason', 'queue ' .. fields[1] .. ' is not a list', 'payload', payload)
-        redis.call('DEL', payload_key)
-        redis.call('PERSIST', task)
+        t[STATE] = DEAD
+        set_more(t, 'died_at', now)
+        set_more(t, 'reason', 'queue ' .. queue .. ' is not a list')
+        store_task(tasks, id, t)
         redis.call('ZADD', KEYS[5], now, id)
         unpushable = unpushable + 1
-    elseif fields[1] then
+    elseif queue ~= '' then
         watch[#watch + 1] = now
         watch[#watch + 1] = id
-        redis.call('HSET', task, 'state', 'dispatched', 'dispatched_at', now)
-        if not fields[2] then redis.call('DEL', payload_key) end
+        t[STATE] = DISPATCHED
+        t[PAYLOAD] = ''
+        set_more(t, 'dispatched_at', now)
+        store_task(tasks, id, t)
         dispatched = dispatched + 1
-        local category = fields[3] or 'unknown'
+        local category = name_of(names, t[CATEGORY])
+        if category == '' then category = 'unknown' end
         by_category[category] = (by_category[category] or 0) + 1
         if score > 1e12 then late[#late + 1] = now - score end
     else
@@ -361,7 +385,7 @@ for i = 1, #due, 2 do
     redis.call('ZREM', KEYS[1], id)
 end
 if dispatched > 0 then
-    count(KEYS[2], ARGV[3], ARGV[4], now, 'dispatched', dispatched, by_category)
+    count(KEYS[2], ARGV[2], ARGV[3], now, 'dispatched', dispatched, by_category)
 end
 -- One ZADD per 500 entries: far cheaper than one per entry, and within
 -- Lua's limit on unpacked arguments.
@@ -450,12 +474,12 @@ return out
 """
 )
 
-# KEYS: dead, stats.  ARGV: oldest score kept, most entries kept, task prefix.
+# KEYS: dead, stats, tasks.  ARGV: oldest score kept, most entries kept.
 # Returns how many dead tasks were evicted, by age and by count.
 TRIM_DEAD = """
 local function evict(ids)
     for _, id in ipairs(ids) do
-        redis.call('DEL', ARGV[3] .. id)
+        redis.call('HDEL', KEYS[3], id)
         redis.call('ZREM', KEYS[1], id)
     end
     return #ids
@@ -472,6 +496,28 @@ end
 return {by_age, by_count}
 """
 
+# KEYS: done, tasks.  ARGV: now ms, most ids at once.
+# Forgets the recovered and succeeded tasks whose time is up; one that
+# failed again since is left to its new state. Returns how many were
+# forgotten, and whether more are due.
+TRIM_DONE = (
+    _TASKS
+    + """
+local ids = redis.call(
+    'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local forgotten = 0
+for _, id in ipairs(ids) do
+    local t = load_task(KEYS[2], id)
+    if t and (t[STATE] == RECOVERED or t[STATE] == SUCCEEDED) then
+        redis.call('HDEL', KEYS[2], id)
+        forgotten = forgotten + 1
+    end
+    redis.call('ZREM', KEYS[1], id)
+end
+return {forgotten, #ids == tonumber(ARGV[2]) and 1 or 0}
+"""
+)
+
 # KEYS: invalid, stats.  ARGV: most entries kept.
 TRIM_INVALID = """
 local excess = redis.call('LLEN', KEYS[1]) - tonumber(ARGV[1])
@@ -481,44 +527,61 @@ redis.call('HINCRBY', KEYS[2], 'invalid_evicted', excess)
 return excess
 """
 
-# KEYS: retry, dead, task, its payload key.  ARGV: task id, score, task ttl ms.
-# Makes one scheduled or dead task due at ARGV[2]; 0 when it is neither.
-RETRY_NOW = """
-local was = 'retry'
+# KEYS: retry, dead, tasks.  ARGV: task id, score.
+# Makes one scheduled or dead task due at ARGV[2]: 1 if it was scheduled, 2
+# if it was dead, 0 when it is neither, -1 when it has no queue to go to.
+RETRY_NOW = (
+    _TASKS
+    + """
+local was = 1
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
     if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
-    was = 'dead'
+    was = 2
 end
 -- A task with nowhere to go stays where it is.
-if redis.call('HEXISTS', KEYS[3], 'queue') == 0 then return -1 end
+local t = load_task(KEYS[3], ARGV[1])
+if not t or t[QUEUE] == '' then return -1 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[3], 'state', 'scheduled', 'manual', '1')
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('PEXPIRE', KEYS[4], ARGV[3])
-if was == 'dead' then return 2 end
-return 1
+t[STATE] = SCHEDULED
+set_more(t, 'manual', '1')
+store_task(KEYS[3], ARGV[1], t)
+return was
 """
+)
+
+# KEYS: tasks.  ARGV: task id, state ('' to keep it), then name, value, ...
+# See mark_task; returns 1, or 0 for a task Redis does not know.
+MARK = (
+    _TASKS
+    + _MARK
+    + """
+return mark_task(KEYS[1], ARGV[1], ARGV[2], 3, ARGV)
+"""
+)
 
 # Issue 4: held retries, the scan's repairs, recovery judgement and the
 # periodic jobs' lease.
 
-# KEYS: held set, retry.  ARGV: first due ms, ms between entries, how many,
-# task key prefix.
+# KEYS: held set, retry, tasks.  ARGV: first due ms, ms between entries,
+# how many.
 # Releases the oldest held entries into the retry set, one every ARGV[2] ms
 # from ARGV[1], so a resumed backlog goes out as a paced stream. An entry
 # whose task is no longer held (it failed again, or succeeded) is dropped.
 # Returns {released, dropped, last due ms or -1, left}.
-RELEASE = """
+RELEASE = (
+    _TASKS
+    + """
 local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1)
 local released, dropped, last = 0, 0, -1
 for _, id in ipairs(ids) do
-    local task = ARGV[4] .. id
-    if redis.call('HGET', task, 'state') == 'held' then
+    local t = load_task(KEYS[3], id)
+    if t and t[STATE] == HELD then
         last = tonumber(ARGV[1]) + released * tonumber(ARGV[2])
         redis.call('ZADD', KEYS[2], last, id)
-        redis.call('HSET', task, 'state', 'scheduled')
-        redis.call('HDEL', task, 'held')
+        t[STATE] = SCHEDULED
+        drop_more(t, 'held')
+        store_task(KEYS[3], id, t)
         released = released + 1
     else
         dropped = dropped + 1
@@ -527,61 +590,91 @@ for _, id in ipairs(ids) do
 end
 return {released, dropped, last, redis.call('ZCARD', KEYS[1])}
 """
+)
 
-# KEYS: retry.  ARGV: now ms, task key prefix, held key prefix, task id...
-# Puts back the retry entry of each task that is scheduled (or held) but has
-# lost its entry, due at its old due time or now, whichever is later.
+# KEYS: tasks, retry, watch, dead, done.  ARGV: HSCAN cursor, how many, now
+# ms, held key prefix, ms a recovered or succeeded task is kept.
+# One step of a walk over every task: each must be in the index its state
+# names (see recoveryd.tasks), which is what ends it. A scheduled or held
+# task that lost its entry is scheduled again, due now; one in any other
+# state is put back in its index, so no record is kept forever.
 # Checked and repaired in one step, so a task being dispatched meanwhile is
-# never sent twice. Returns the ids put back.
-RESCUE = """
-local now = tonumber(ARGV[1])
-local rescued = {}
-for i = 4, #ARGV do
-    local id = ARGV[i]
-    local task = ARGV[2] .. id
-    local f = redis.call('HMGET', task, 'state', 'due', 'held', 'queue')
-    local lost = false
-    if f[1] == 'scheduled' then
-        lost = not redis.call('ZSCORE', KEYS[1], id)
-    elseif f[1] == 'held' then
-        lost = not (f[3] and redis.call('ZSCORE', ARGV[3] .. f[3], id))
-    end
-    if lost and f[4] then
-        local due = math.max(tonumber(f[2] or '0') or 0, now)
-        redis.call('ZADD', KEYS[1], due, id)
-        redis.call('HSET', task, 'state', 'scheduled')
-        redis.call('HDEL', task, 'held')
-        rescued[#rescued + 1] = id
+# never sent twice. Returns {next cursor, tasks examined, indexes repaired,
+# rescued id...}.
+SWEEP = (
+    _TASKS
+    + """
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', tonumber(ARGV[2]))
+local now, found = tonumber(ARGV[3]), page[2]
+local out, repaired = {page[1], #found / 2, 0}, 0
+for i = 1, #found, 2 do
+    local id = found[i]
+    local ok, t = pcall(cmsgpack.unpack, found[i + 1])
+    local state = ok and type(t) == 'table' and t[STATE]
+    local held = state == HELD and t[MORE] and t[MORE]['held']
+    if state == SCHEDULED or state == HELD then
+        local kept = state == SCHEDULED and redis.call('ZSCORE', KEYS[2], id)
+            or held and redis.call('ZSCORE', ARGV[4] .. held, id)
+        if not kept and t[QUEUE] ~= '' then
+            redis.call('ZADD', KEYS[2], now, id)
+            t[STATE] = SCHEDULED
+            drop_more(t, 'held')
+            store_task(KEYS[1], id, t)
+            out[#out + 1] = id
+        end
+    elseif state == DISPATCHED then
+        if not redis.call('ZSCORE', KEYS[3], id) then
+            redis.call('ZADD', KEYS[3], now, id)
+            repaired = repaired + 1
+        end
+    elseif state == DEAD or state == NOTIFIED then
+        if not redis.call('ZSCORE', KEYS[4], id) then
+            local died = tonumber(t[MORE] and t[MORE]['died_at']) or now
+            redis.call('ZADD', KEYS[4], died, id)
+            repaired = repaired + 1
+        end
+    elseif state == RECOVERED or state == SUCCEEDED then
+        if not redis.call('ZSCORE', KEYS[5], id) then
+            redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), id)
+            repaired = repaired + 1
+        end
     end
 end
-return rescued
+out[3] = repaired
+return out
 """
+)
 
-# KEYS: watch, stats.  ARGV: dispatched before this ms, now ms, how many,
-# task key prefix, history key prefix, history ms to keep.
+# KEYS: watch, stats, tasks, names, done.  ARGV: dispatched before this ms,
+# now ms, how many, history key prefix, history ms to keep, ms a recovered
+# task is kept.
 # A re-dispatched task still in state "dispatched" after the recovery window
 # did not fail again: it is recovered, counted per category in this minute.
 # Returns {recovered, judged}.
 SETTLE = (
     _COUNT
+    + _TASKS
     + """
 local ids = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local now = tonumber(ARGV[2])
 local recovered, by_category = 0, {}
 for _, id in ipairs(ids) do
-    local task = ARGV[4] .. id
-    local f = redis.call('HMGET', task, 'state', 'category')
-    if f[1] == 'dispatched' then
-        redis.call('HSET', task, 'state', 'recovered', 'recovered_at', now)
-        local category = f[2] or 'unknown'
+    local t = load_task(KEYS[3], id)
+    if t and t[STATE] == DISPATCHED then
+        t[STATE] = RECOVERED
+        set_more(t, 'recovered_at', now)
+        store_task(KEYS[3], id, t)
+        redis.call('ZADD', KEYS[5], now + tonumber(ARGV[6]), id)
+        local category = name_of(KEYS[4], t[CATEGORY])
+        if category == '' then category = 'unknown' end
         by_category[category] = (by_category[category] or 0) + 1
         recovered = recovered + 1
     end
     redis.call('ZREM', KEYS[1], id)
 end
 if recovered > 0 then
-    count(KEYS[2], ARGV[5], ARGV[6], now, 'recovered', recovered, by_category)
+    count(KEYS[2], ARGV[4], ARGV[5], now, 'recovered', recovered, by_category)
 end
 return {recovered, #ids}
 """
@@ -644,10 +737,13 @@ class Scripts:
         self.heartbeat = redis.register_script(HEARTBEAT)
         self.claim = redis.register_script(CLAIM)
         self.trim_dead = redis.register_script(TRIM_DEAD)
+        self.trim_done = redis.register_script(TRIM_DONE)
         self.trim_invalid = redis.register_script(TRIM_INVALID)
         self.retry_now = redis.register_script(RETRY_NOW)
+        self.mark = redis.register_script(MARK)
+        self.read = redis.register_script(READ)
         self.release = redis.register_script(RELEASE)
-        self.rescue = redis.register_script(RESCUE)
+        self.sweep = redis.register_script(SWEEP)
         self.settle = redis.register_script(SETTLE)
         self.job_claim = redis.register_script(JOB_CLAIM)
         self.job_renew = redis.register_script(JOB_RENEW)

@@ -16,60 +16,19 @@ from typing import Any
 
 import msgspec
 
+from recoveryd.luavalues import Value as _Value
+from recoveryd.luavalues import exact
+from recoveryd.luavalues import lua_record as _record
+from recoveryd.luavalues import lua_value as _arg
+from recoveryd.luavalues import lua_values as _args
 from recoveryd.scripts import Scripts, eval_command
 
 __all__ = ["Writes", "exact", "read_commit"]
 
 log = logging.getLogger(__name__)
 
-_Value = str | bytes | int | float
-_Arg = str | int | msgspec.Raw
 _encode = msgspec.msgpack.Encoder().encode
 _MOST_ARGS = 1000
-# Redis writes a Lua number as an integer exactly only below this.
-_EXACT_INT = 1 << 53
-
-
-def _arg(value: _Value) -> _Arg:
-    """A value in a form the script reads back exactly.
-
-    Redis's MessagePack library knows no binary type, so bytes go in as a
-    string of the same bytes. Small integers go as they are; a float or a
-    huge integer goes as text, since Redis would write the Lua number with
-    17 digits ("0.94999999999999996").
-    """
-    if isinstance(value, bytes):
-        return msgspec.Raw(_str_header(len(value)) + value)
-    if type(value) is int:
-        return exact(value)
-    return str(value)
-
-
-def exact(n: int) -> int | str:
-    """An integer as the script reads it back exactly: as is, or huge as text."""
-    return n if -_EXACT_INT < n < _EXACT_INT else str(n)
-
-
-def _args(values: Iterable[_Value]) -> list[_Arg]:
-    # Most values are text or small integers already: checked inline, far
-    # more cheaply than by a call per value.
-    return [
-        v
-        if type(v) is str or (type(v) is int and -_EXACT_INT < v < _EXACT_INT)
-        else _arg(v)
-        for v in values
-    ]
-
-
-def _str_header(size: int) -> bytes:
-    """MessagePack's header for a string of ``size`` bytes."""
-    if size < 32:
-        return bytes((0xA0 | size,))
-    if size < 1 << 8:
-        return b"\xd9" + size.to_bytes(1, "big")
-    if size < 1 << 16:
-        return b"\xda" + size.to_bytes(2, "big")
-    return b"\xdb" + size.to_bytes(4, "big")
 
 
 class Writes:
@@ -82,7 +41,7 @@ class Writes:
     __slots__ = ("_ops",)
 
     def __init__(self) -> None:
-        self._ops: list[list[_Arg]] = []
+        self._ops: list[list[Any]] = []
 
     def __len__(self) -> int:
         return len(self._ops)
@@ -98,7 +57,7 @@ class Writes:
         self._ops.append(["HSET", key, *_args(chain.from_iterable(mapping.items()))])
 
     def zadd(self, key: str, mapping: Mapping[str | bytes, _Value]) -> None:
-        op: list[_Arg] = ["ZADD", key]
+        op: list[Any] = ["ZADD", key]
         for member, score in mapping.items():
             op += (_arg(score), _arg(member))
         self._ops.append(op)
@@ -132,20 +91,26 @@ class Writes:
     def schedule(
         self,
         retry: str,
-        task: str,
+        keys: tuple[str, str],
         task_id: str,
-        *,
         due_ms: int,
-        ttl_ms: int,
-        fields: Mapping[str, str | int],
+        task: list[Any],
     ) -> None:
-        """Write a task's hash, keep it ``ttl_ms``, and make its retry due.
+        """Store a task's record and make its retry due at ``due_ms``.
 
-        ``fields`` go as they are, unchecked: text, and integers that
-        `exact` let through (one task's dozen fields, for every retry).
+        ``keys``: the tasks and names hashes; ``task``: the record as
+        `recoveryd.tasks.record` makes it, its values text or exact integers.
         """
-        op: list[_Arg] = ["+schedule", retry, task, task_id, due_ms, ttl_ms]
-        op += chain.from_iterable(fields.items())
+        self._ops.append(["+schedule", retry, *keys, task_id, due_ms, _record(task)])
+
+    def store(self, keys: tuple[str, str], task_id: str, task: list[Any]) -> None:
+        """Store a task's record (see `schedule`)."""
+        self._ops.append(["+store", *keys, task_id, _record(task)])
+
+    def mark(self, tasks: str, task_id: str, state: str, **more: _Value) -> None:
+        """Set a known task's state ('' keeps it) and what its ``more`` holds."""
+        op: list[Any] = ["+mark", tasks, task_id, state]
+        op += _args(chain.from_iterable(more.items()))
         self._ops.append(op)
 
     def group(
@@ -167,9 +132,9 @@ class Writes:
         ``deliveries``: (channel, outbox, head) for each channel, where the
         delivery is head, ``template`` and ``tail`` run together.
         """
-        op: list[_Arg] = ["+group", *keys, now_ms, window_ms]
+        op: list[Any] = ["+group", *keys, now_ms, window_ms]
         op += (group_id, task_id, samples, _arg(template))
-        outboxes: list[_Arg] = []
+        outboxes: list[Any] = []
         names = []
         for channel, outbox, head in deliveries:
             names.append(channel)

@@ -22,6 +22,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
+from recoveryd import tasks
 from recoveryd.config import parse_config
 from recoveryd.connection import connect
 from recoveryd.embedded import redis_server_binary
@@ -128,6 +129,54 @@ def r(redis_server: RedisServer) -> redis.Redis:
 @pytest.fixture
 def keys() -> Keys:
     return Keys("recoveryd")
+
+
+# What a task record made by `put_task` holds unless told otherwise.
+TASK_DEFAULTS: dict[str, str | int | bytes] = {
+    "state": "scheduled",
+    "attempt": 1,
+    "task": "t",
+    "category": "recoverable_network",
+    "pattern": "network.test",
+    "confidence": "1.0",
+}
+
+
+def task_of(client: redis.Redis, keys: Keys, task_id: str) -> dict[bytes, bytes]:
+    """A task's fields by name, as ``HGETALL`` of a hash would give them."""
+    found = tasks.read_sync(client, keys, [task_id])[0] or {}
+    return {name.encode(): value for name, value in found.items() if value is not None}
+
+
+async def atask_of(client: Redis, keys: Keys, task_id: str) -> dict[bytes, bytes]:
+    found = (await tasks.read(client, keys, [task_id]))[0] or {}
+    return {name.encode(): value for name, value in found.items() if value is not None}
+
+
+def put_task(
+    client: redis.Redis, keys: Keys, task_id: str, **fields: str | int | bytes
+) -> None:
+    """Store a task record with these fields (by name), the rest defaults."""
+    put_tasks(client, keys, {task_id: fields})
+
+
+def put_tasks(client: redis.Redis, keys: Keys, many: dict[str, dict[str, Any]]) -> None:
+    """`put_task` for many tasks, pipelined: task id → its fields."""
+    sha = client.script_load(tasks.STORE)
+    pipe = client.pipeline(transaction=False)
+    for i, (task_id, fields) in enumerate(many.items()):
+        packed = tasks.pack(tasks.record_from(TASK_DEFAULTS | fields))
+        pipe.evalsha(sha, 2, keys.tasks, keys.names, task_id, packed)
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+
+
+async def aput_task(
+    client: Redis, keys: Keys, task_id: str, **fields: str | int | bytes
+) -> None:
+    record = tasks.record_from(TASK_DEFAULTS | fields)
+    await tasks.write(client, keys, task_id, record)
 
 
 def write_config(path: Path, redis_url: str | None, extra: str = "") -> Path:

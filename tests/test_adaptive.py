@@ -15,6 +15,7 @@ from recoveryd.intake import Intake
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
+from tests.conftest import aput_task, atask_of
 
 NOW = 1_700_000_000_000
 NETWORK = "recoverable_network"
@@ -83,7 +84,7 @@ async def record_outcomes(ar, keys, now_ms: int, recovered: int, refailed: int):
         {f"recovered:{NETWORK}": recovered, f"refailed:{NETWORK}": refailed}
     )
     async with ar.pipeline(transaction=False) as pipe:
-        history.write(pipe, keys, now_ms - 60_000, +counts, [])
+        history.write(pipe, keys, now_ms - 60_000, +counts)
         await pipe.execute()
 
 
@@ -120,17 +121,16 @@ async def test_a_redispatched_task_that_stays_quiet_is_recovered(ar, runtime):
     keys = runtime.keys
     window_ms = round(runtime.config.schedule.recovery_window_s * 1000)
     for task_id, state in [("quiet", "dispatched"), ("failed", "scheduled")]:
-        await ar.hset(keys.task(task_id), mapping={"state": state, "category": NETWORK})
+        await aput_task(ar, keys, task_id, state=state, category=NETWORK)
         await ar.zadd(keys.watch, {task_id: NOW - window_ms - 1})
-    await ar.hset(
-        keys.task("recent"), mapping={"state": "dispatched", "category": NETWORK}
-    )
+    await aput_task(ar, keys, "recent", state="dispatched", category=NETWORK)
     await ar.zadd(keys.watch, {"recent": NOW - 1_000})
 
     assert await adaptive.settle(ar, Scripts(ar), runtime, NOW) == 1
 
-    assert await ar.hget(keys.task("quiet"), "state") == b"recovered"
-    assert await ar.hget(keys.task("failed"), "state") == b"scheduled"
+    assert (await atask_of(ar, keys, "quiet")).get(b"state") == b"recovered"
+    assert await ar.zscore(keys.done, "quiet") > NOW, "forgotten in time"
+    assert (await atask_of(ar, keys, "failed")).get(b"state") == b"scheduled"
     assert await ar.zrange(keys.watch, 0, -1) == [b"recent"]
     counts = await history.read_counts(ar, keys, NOW - 60_000, NOW + 1)
     assert counts[f"recovered:{NETWORK}"] == 1
@@ -160,17 +160,18 @@ async def test_intake_schedules_with_the_adapted_base_delay(ar, runtime):
 
     await intake(ar, runtime).step(block_s=0)
 
-    task = await ar.hgetall(keys.task("t1"))
+    task = await atask_of(ar, keys, "t1")
     assert task[b"category"] == NETWORK.encode()
-    assert int(task[b"due"]) - int(task[b"failed_at"]) == 45_000
+    due = await ar.zscore(keys.retry, "t1")
+    assert int(due) - int(task[b"failed_at"]) == 45_000
 
 
 async def test_success_reports_count_as_recovered_and_are_not_invalid(ar, runtime):
     keys = runtime.keys
     common = {"category": NETWORK, "attempt": 1, "queue": "q", "task": "t"}
-    await ar.hset(keys.task("sent"), mapping=common | {"state": "dispatched"})
+    await aput_task(ar, keys, "sent", **common, state="dispatched")
     await ar.zadd(keys.watch, {"sent": NOW})
-    await ar.hset(keys.task("waiting"), mapping=common | {"state": "scheduled"})
+    await aput_task(ar, keys, "waiting", **common, state="scheduled")
     await ar.zadd(keys.retry, {"waiting": NOW + 60_000})
     for task_id in ("sent", "waiting", "unknown"):
         await ar.lpush(keys.failures, json.dumps({"id": task_id, "ok": True}))
@@ -178,12 +179,12 @@ async def test_success_reports_count_as_recovered_and_are_not_invalid(ar, runtim
     await intake(ar, runtime).step(block_s=0)
 
     assert await ar.llen(keys.invalid) == 0
-    assert await ar.hget(keys.task("sent"), "state") == b"recovered"
+    assert (await atask_of(ar, keys, "sent")).get(b"state") == b"recovered"
     assert await ar.zcard(keys.watch) == 0
-    assert await ar.hget(keys.task("waiting"), "state") == b"succeeded"
+    assert (await atask_of(ar, keys, "waiting")).get(b"state") == b"succeeded"
     assert await ar.zscore(keys.retry, "waiting") is None
     assert int(await ar.hget(keys.stats, "ok_reports")) == 3
-    now_ms = int(await ar.hget(keys.task("sent"), "recovered_at"))
+    now_ms = int((await atask_of(ar, keys, "sent")).get(b"recovered_at"))
     counts = await history.read_counts(ar, keys, now_ms - 60_000, now_ms + 1)
     assert counts[f"recovered:{NETWORK}"] == 1
     assert counts[f"reported_ok:{NETWORK}"] == 1
@@ -191,15 +192,12 @@ async def test_success_reports_count_as_recovered_and_are_not_invalid(ar, runtim
 
 async def test_a_retry_that_fails_again_counts_against_its_category(ar, runtime):
     keys = runtime.keys
-    await ar.hset(
-        keys.task("again"),
-        mapping={"category": NETWORK, "attempt": 1, "state": "dispatched"},
-    )
+    await aput_task(ar, keys, "again", category=NETWORK, attempt=1, state="dispatched")
     await ar.lpush(keys.failures, failure("again"))
 
     await intake(ar, runtime).step(block_s=0)
 
-    failed_ms = int(await ar.hget(keys.task("again"), "failed_at"))
+    failed_ms = int((await atask_of(ar, keys, "again")).get(b"failed_at"))
     counts = await history.read_counts(ar, keys, failed_ms - 60_000, failed_ms + 1)
     assert counts[f"refailed:{NETWORK}"] == 1
-    assert await ar.hget(keys.task("again"), "attempt") == b"2"
+    assert (await atask_of(ar, keys, "again")).get(b"attempt") == b"2"

@@ -94,7 +94,7 @@ async def write_day(ar, keys, counts: Counter[str], day_end_ms: int) -> None:
         for hour, part in enumerate(spread(counts)):
             # Each hour's counts land in one minute of that hour.
             at_ms = day_end_ms - DAY_MS + hour * HOUR_MS + 30 * 60_000
-            history.write(pipe, keys, at_ms, +part, [])
+            history.write(pipe, keys, at_ms, +part)
         await pipe.execute()
 
 
@@ -175,8 +175,8 @@ async def test_a_minute_belongs_to_one_window_only(ar, runtime):
     keys = runtime.keys
     start = NOW - DAY_MS
     async with ar.pipeline(transaction=False) as pipe:
-        history.write(pipe, keys, start + 60_000, Counter(received=3), [])
-        history.write(pipe, keys, start - 60_000, Counter(received=5), [])
+        history.write(pipe, keys, start + 60_000, Counter(received=3))
+        history.write(pipe, keys, start - 60_000, Counter(received=5))
         await pipe.execute()
 
     now, before = await history.read_windows(ar, keys, NOW, DAY_MS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from recoveryd.manual import MANUAL_SCORE
-from tests.conftest import write_config
+from tests.conftest import put_task, write_config
 
 
 def run(config: Path | None, *args: str, stdin: str | None = None):
@@ -83,8 +83,21 @@ def test_classify_stream_keeps_order_and_reports_bad_lines(tmp_path):
     assert {"category", "action", "confidence", "pattern"} <= out[0].keys()
 
 
+def test_status_shows_one_task(config, r, keys):
+    put_task(r, keys, "t1", queue="q", payload='{"a": 1}', attempt=2)
+    result = run(config, "status", "--task", "t1", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert (shown["id"], shown["state"], shown["attempt"]) == ("t1", "scheduled", "2")
+    assert (shown["queue"], shown["payload"]) == ("q", '{"a": 1}')
+
+    missing = run(config, "status", "--task", "nope")
+    assert missing.returncode == 1
+    assert "no such task" in missing.stderr
+
+
 def test_retry_makes_a_scheduled_task_due_first(config, r, keys):
-    r.hset(keys.task("later"), mapping={"queue": "q", "payload": "p"})
+    put_task(r, keys, "later", queue="q", payload="p")
     r.zadd(keys.retry, {"later": 10**13, "other": 10**12})
     result = run(config, "retry", "later")
     assert result.returncode == 0, result.stderr
@@ -98,14 +111,14 @@ def test_retry_dead_by_category(config, r, keys):
         ("d2", "unrecoverable_data"),
         ("d3", "recoverable_network"),
     ]:
-        r.hset(
-            keys.task(task_id),
-            mapping={
-                "queue": "q",
-                "payload": task_id,
-                "category": category,
-                "state": "dead",
-            },
+        put_task(
+            r,
+            keys,
+            task_id,
+            queue="q",
+            payload=task_id,
+            category=category,
+            state="dead",
         )
         r.zadd(keys.dead, {task_id: 1})
     result = run(config, "retry", "--dead", "--category", "recoverable_network")

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from recoveryd.keys import Keys
-from tests.conftest import wait_for
+from tests.conftest import task_of, wait_for
 
 FAST_NETWORK = """
 [categories.recoverable_network]
@@ -48,7 +48,7 @@ def test_network_failure_is_redispatched_onto_its_queue(r, keys, start_daemon):
 
     landed = wait_for(lambda: r.brpop(["q:sync"], timeout=0.1), what="re-dispatch")
     assert json.loads(landed[1]) == {"order": 7}
-    task = r.hgetall(keys.task("t-net"))
+    task = task_of(r, keys, "t-net")
     assert task[b"category"] == b"recoverable_network"
     assert task[b"state"] == b"dispatched"
     assert r.zcard(keys.retry) == 0

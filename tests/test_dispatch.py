@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from tests.conftest import wait_for
+from tests.conftest import put_task, put_tasks, task_of, wait_for
 
 
 def schedule_directly(client, keys, count: int, due_in_ms: int) -> None:
     seconds, micros = client.time()
     due_ms = seconds * 1000 + micros // 1000 + due_in_ms
-    pipe = client.pipeline(transaction=False)
-    for i in range(count):
-        task_id = f"due-{i}"
-        pipe.hset(keys.task(task_id), mapping={"queue": "q:work", "payload": task_id})
-        pipe.zadd(keys.retry, {task_id: due_ms})
-        if i % 500 == 499:
-            pipe.execute()
-    pipe.execute()
+    ids = [f"due-{i}" for i in range(count)]
+    put_tasks(client, keys, {i: {"queue": "q:work", "payload": i} for i in ids})
+    for start in range(0, count, 5000):
+        client.zadd(keys.retry, dict.fromkeys(ids[start : start + 5000], due_ms))
     client.publish(keys.wake, f"retry {due_ms}")
 
 
@@ -46,13 +42,13 @@ def test_entry_scheduled_by_another_client_wakes_a_sleeping_daemon(
 def test_a_queue_that_is_not_a_list_does_not_block_the_rest(r, keys, start_daemon):
     daemon = start_daemon()
     r.zadd("not-a-list", {"x": 1})
-    r.hset(keys.task("bad"), mapping={"queue": "not-a-list", "payload": "p"})
+    put_task(r, keys, "bad", queue="not-a-list", payload="p")
     r.zadd(keys.retry, {"bad": 1})
     schedule_directly(r, keys, 50, due_in_ms=0)
 
     wait_for(lambda: r.llen("q:work") == 50, what="the good entries")
     assert r.zscore(keys.dead, "bad") is not None
-    assert b"not a list" in r.hget(keys.task("bad"), "reason")
+    assert b"not a list" in task_of(r, keys, "bad").get(b"reason")
     assert r.zcard("not-a-list") == 1
     wait_for(lambda: "queue that is not a list" in daemon.log(), what="the warning")
     # The admin hears at once, not at the next periodic scan.

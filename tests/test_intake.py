@@ -7,16 +7,15 @@ import json
 import threading
 
 import anyio
-import pytest
 
 from recoveryd import intake as intake_module
 from recoveryd.config import parse_config
 from recoveryd.connection import Link
-from recoveryd.intake import Intake, _longer_than
+from recoveryd.intake import Intake
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Wakeup
-from tests.conftest import wait_for
+from tests.conftest import task_of, wait_for
 
 SLOW_RETRIES = """
 [intake]
@@ -82,7 +81,7 @@ def test_kill_9_mid_burst_loses_and_repeats_nothing(r, keys, start_daemon):
     assert r.zcard(keys.retry) == 880
     assert r.zcard(keys.dead) == 80
     attempts = {
-        int(r.hget(keys.task(f"job-{i}"), "attempt") or 0)
+        int(task_of(r, keys, f"job-{i}").get(b"attempt") or 0)
         for i in range(1000)
         if i % 25
     }
@@ -110,9 +109,9 @@ def test_enormous_error_text_is_classified_and_kept_small(r, keys, start_daemon)
         keys.failures,
         json.dumps({"task": "t", "id": "huge", "queue": "q", "error": error}),
     )
-    wait_for(lambda: r.hget(keys.task("huge"), "category"), what="classification")
-    assert r.hget(keys.task("huge"), "category") == b"recoverable_network"
-    assert len(r.hget(keys.task("huge"), "error")) <= 1000
+    wait_for(lambda: task_of(r, keys, "huge").get(b"category"), what="classification")
+    assert task_of(r, keys, "huge").get(b"category") == b"recoverable_network"
+    assert len(task_of(r, keys, "huge").get(b"error")) <= 1000
 
 
 def test_a_queue_naming_recoveryds_own_keys_is_parked(r, keys, start_daemon):
@@ -177,7 +176,7 @@ async def test_a_record_failing_midway_leaves_its_task_as_it_was(
 
     assert await intake.step(block_s=0) == 3
 
-    task = r.hgetall(keys.task("p"))
+    task = task_of(r, keys, "p")
     assert task[b"attempt"] == b"2", "the parked record is no attempt"
     history = json.loads(task[b"history"])
     assert [h["error"] for h in history] == ["connection refused", "connection reset"]
@@ -293,7 +292,7 @@ async def test_a_write_redis_refuses_is_logged_and_the_rest_commit(
     assert await intake.step(block_s=0) == 2
 
     assert r.zrange(keys.retry, 0, -1) == [b"b"]
-    assert r.hget(keys.task("a"), "state") == b"notified"
+    assert task_of(r, keys, "a").get(b"state") == b"notified"
     assert r.llen(keys.inflight("test:1:w")) == 0
     [refused] = [m for m in caplog.messages if "Redis refused" in m]
     assert refused.startswith("Redis refused 1 writes; the first: ZADD recoveryd:dead")
@@ -450,28 +449,11 @@ async def test_a_task_failing_in_overlapping_batches_sees_each_failure(ar, r, ke
         steps.append(taken)
 
     assert steps == [2, 2, 2, 2]
-    assert r.hget(keys.task("a"), "attempt") == b"4"
-    history = json.loads(r.hget(keys.task("a"), "history"))
+    assert task_of(r, keys, "a").get(b"attempt") == b"4"
+    history = json.loads(task_of(r, keys, "a").get(b"history"))
     assert [entry["attempt"] for entry in history] == [1, 2, 3, 4]
-    assert r.hget(keys.task("d"), "attempt") == b"2"
+    assert task_of(r, keys, "d").get(b"attempt") == b"2"
     assert r.llen(keys.inflight("test:1:o")) == 0
-
-
-@pytest.mark.parametrize(
-    ("text", "longer"),
-    [
-        ("a" * 64, False),
-        ("a" * 65, True),
-        ("é" * 32, False),
-        ("é" * 33, True),
-        ("😀" * 16, False),
-        ("😀" * 17, True),
-        ("a" * 60 + "😀", False),
-        ("a" * 61 + "😀", True),
-    ],
-)
-def test_a_payload_is_measured_in_utf8_bytes(text, longer):
-    assert _longer_than(text, 64) is longer
 
 
 async def test_a_tasks_fields_are_stored_exactly(ar, r, keys, runtime):
@@ -483,7 +465,7 @@ async def test_a_tasks_fields_are_stored_exactly(ar, r, keys, runtime):
 
     assert await intake.step(block_s=0) == 2
 
-    dead, scheduled = r.hgetall(keys.task("x")), r.hgetall(keys.task("y"))
+    dead, scheduled = task_of(r, keys, "x"), task_of(r, keys, "y")
     assert dead[b"state"] == b"dead", "a huge attempt is past every limit"
     assert dead[b"attempt"] == str(huge).encode()
     assert scheduled[b"state"] == b"scheduled"

@@ -30,28 +30,25 @@ from recoveryd.pause import (
 from recoveryd.runtime import Runtime
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Alarm
-from tests.conftest import write_config
+from tests.conftest import put_task, put_tasks, task_of, write_config
 
 NETWORK = "recoverable_network"
-TTL_MS = 86_400_000
 
 
 def dispatcher(ar, keys, batch: int = 1000) -> DispatchLoop:
     return DispatchLoop(ar, Scripts(ar), keys, Alarm("retry"), Link(), batch=batch)
 
 
-def add_task(pipe, keys, task_id, *, queue="q:work", category=NETWORK, task="t"):
-    fields = {"queue": queue, "payload": task_id, "category": category, "task": task}
-    pipe.hset(keys.task(task_id), mapping=fields)
+def task_fields(task_id, *, queue="q:work", category=NETWORK, task="t"):
+    return {"queue": queue, "payload": task_id, "category": category, "task": task}
+
+
+def add_task(client, keys, task_id, **fields):
+    put_task(client, keys, task_id, **task_fields(task_id, **fields))
 
 
 def backlog(r, keys, count: int, due_ms: int) -> None:
-    pipe = r.pipeline(transaction=False)
-    for i in range(count):
-        add_task(pipe, keys, f"b{i}")
-        if i % 10_000 == 9_999:
-            pipe.execute()
-    pipe.execute()
+    put_tasks(r, keys, {f"b{i}": task_fields(f"b{i}") for i in range(count)})
     scores = {f"b{i}": due_ms + i % 1000 for i in range(count)}
     for start in range(0, count, 20_000):
         part = dict(list(scores.items())[start : start + 20_000])
@@ -68,7 +65,7 @@ async def test_a_manual_retry_overtakes_a_backlog_of_100000(r, ar, keys):
     # The backlog is being dispatched when the operator steps in.
     first = await loop.dispatch_due()
     assert first.dispatched == 1000
-    assert retry_task(r, keys, "urgent", TTL_MS) == "was dead; now due"
+    assert retry_task(r, keys, "urgent") == "was dead; now due"
     after = await loop.dispatch_due()
 
     assert after.dispatched == 1000
@@ -77,8 +74,7 @@ async def test_a_manual_retry_overtakes_a_backlog_of_100000(r, ar, keys):
 
 
 def died(r, keys, task_id: str, at_ms: int, **fields) -> None:
-    add_task(r, keys, task_id, **fields)
-    r.hset(keys.task(task_id), "state", "dead")
+    put_task(r, keys, task_id, **task_fields(task_id, **fields), state="dead")
     r.zadd(keys.dead, {task_id: at_ms})
 
 
@@ -118,7 +114,6 @@ def test_retry_dead_is_paced_at_the_rate_asked(r, keys):
     count = retry_dead(
         r,
         keys,
-        TTL_MS,
         rate=100,
         progress=lambda done, total: seen.append((done, total)),
         clock=time.clock,
@@ -149,8 +144,8 @@ async def test_a_paused_category_is_held_then_released_paced(r, ar, keys):
     assert r.llen("q:work") == 0 and r.llen("q:other") == 1
     held = keys.held(f"category:{NETWORK}")
     assert r.zcard(held) == 5 and r.zcard(keys.retry) == 0
-    assert r.hget(keys.task("n0"), "state") == b"held"
-    assert retry_task(r, keys, "n0", TTL_MS).endswith(
+    assert task_of(r, keys, "n0").get(b"state") == b"held"
+    assert retry_task(r, keys, "n0").endswith(
         f"(held: `recoveryd resume category:{NETWORK}` releases it)"
     )
 
@@ -161,7 +156,7 @@ async def test_a_paused_category_is_held_then_released_paced(r, ar, keys):
     assert [round(b - a) for a, b in pairwise(scores)] == [100] * 4
     assert r.zrange(keys.retry, 0, -1) == [f"n{i}".encode() for i in range(5)]
     assert r.zcard(held) == 0
-    assert r.hget(keys.task("n0"), "state") == b"scheduled"
+    assert task_of(r, keys, "n0").get(b"state") == b"scheduled"
     assert not r.hexists(keys.paused, f"category:{NETWORK}")
 
 
@@ -254,7 +249,7 @@ async def test_intake_sends_a_silenced_notification_to_the_alert_log_only(r, ar,
 
     await intake.step(block_s=0)
 
-    assert r.hget(keys.task("feeds.import"), "category") == b"unrecoverable_data"
+    assert task_of(r, keys, "feeds.import").get(b"category") == b"unrecoverable_data"
     emails = [json.loads(m) for m in r.zrange(keys.outbox("email"), 0, -1)]
     assert [e["notification"]["task"] for e in emails] == ["orders.import"]
     alerts = [json.loads(m) for m in r.zrange(keys.outbox("alert_log"), 0, -1)]

@@ -1,4 +1,4 @@
-"""A task across failures: its payload, kept apart when long, and its place."""
+"""A task across failures: its payload, its record and its place."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import pytest
 
 from recoveryd.connection import Link
 from recoveryd.dispatch import DispatchLoop
-from recoveryd.intake import INLINE_PAYLOAD_BYTES, Intake
+from recoveryd.intake import Intake
 from recoveryd.manual import retry_task
 from recoveryd.scripts import Scripts
 from recoveryd.wake import Wakeup
+from tests.conftest import task_of
 
-LONG = {"order": 1, "note": "x" * (2 * INLINE_PAYLOAD_BYTES)}
+LONG = {"order": 1, "note": "x" * 5000}
 SHORT = {"order": 2}
 
 
@@ -46,23 +47,21 @@ async def dispatch_now(r, keys, dispatch) -> None:
     assert r.zcard(keys.retry) == 0
 
 
-async def test_a_long_payload_is_kept_apart_and_pushed_whole(r, keys, flow):
+async def test_a_long_payload_is_kept_and_pushed_whole(r, keys, flow):
     intake, dispatch = flow
     fail(r, keys, LONG, retry_after=3600)
     await intake.step(block_s=0)
 
-    task = r.hgetall(keys.task("t"))
-    assert b"payload" not in task
-    assert json.loads(r.get(keys.payload("t"))) == LONG
-    assert abs(r.pttl(keys.payload("t")) - r.pttl(keys.task("t"))) < 1000
-    assert r.object("encoding", keys.task("t")) in (b"listpack", b"ziplist")
+    assert json.loads(task_of(r, keys, "t")[b"payload"]) == LONG
+    assert r.keys(f"{keys.prefix}:task*") == [b"recoveryd:tasks"], "no key per task"
 
-    assert retry_task(r, keys, "t", ttl_ms=10**9).startswith("scheduled; now due")
-    assert r.pttl(keys.payload("t")) > 10**9 - 60_000
+    assert retry_task(r, keys, "t").startswith("scheduled; now due")
     await dispatch_now(r, keys, dispatch)
 
     assert [json.loads(p) for p in r.lrange("q", 0, -1)] == [LONG]
-    assert not r.exists(keys.payload("t")), "a pushed payload is not kept"
+    task = task_of(r, keys, "t")
+    assert task[b"state"] == b"dispatched"
+    assert b"payload" not in task, "a pushed payload is not kept"
 
 
 @pytest.mark.parametrize(("first", "then"), [(LONG, SHORT), (SHORT, LONG)])
@@ -78,7 +77,6 @@ async def test_the_next_failure_replaces_the_payload_either_way(
     await dispatch_now(r, keys, dispatch)
 
     assert [json.loads(p) for p in r.lrange("q", 0, -1)] == [then]
-    assert not r.exists(keys.payload("t"))
 
 
 async def test_a_task_that_dies_unpushable_takes_its_payload_back(r, keys, flow):
@@ -90,17 +88,17 @@ async def test_a_task_that_dies_unpushable_takes_its_payload_back(r, keys, flow)
     await dispatch_now(r, keys, dispatch)
 
     assert r.zscore(keys.dead, "t") is not None
-    assert json.loads(r.hget(keys.task("t"), "payload")) == LONG
-    assert not r.exists(keys.payload("t"))
-    assert r.ttl(keys.task("t")) == -1, "dead tasks are kept until trimmed"
+    task = task_of(r, keys, "t")
+    assert json.loads(task[b"payload"]) == LONG
+    assert task[b"reason"] == b"queue blocked is not a list"
 
     r.delete("blocked")
-    assert retry_task(r, keys, "t", ttl_ms=60_000).startswith("was dead")
+    assert retry_task(r, keys, "t").startswith("was dead")
     await dispatch_now(r, keys, dispatch)
     assert [json.loads(p) for p in r.lrange("blocked", 0, -1)] == [LONG]
 
 
-async def test_a_success_report_drops_a_pending_payload(r, keys, flow):
+async def test_a_success_report_cancels_a_pending_retry(r, keys, flow):
     intake, _ = flow
     fail(r, keys, LONG, retry_after=3600)
     await intake.step(block_s=0)
@@ -108,7 +106,8 @@ async def test_a_success_report_drops_a_pending_payload(r, keys, flow):
     await intake.step(block_s=0)
 
     assert r.zcard(keys.retry) == 0
-    assert not r.exists(keys.payload("t"))
+    assert task_of(r, keys, "t")[b"state"] == b"succeeded"
+    assert r.zscore(keys.done, "t") is not None, "forgotten in its time"
 
 
 async def test_a_task_given_up_keeps_its_payload_and_drops_its_retry(r, keys, flow):
@@ -118,8 +117,7 @@ async def test_a_task_given_up_keeps_its_payload_and_drops_its_retry(r, keys, fl
     fail_for_good(r, keys)
     await intake.step(block_s=0)
 
-    assert json.loads(r.hget(keys.task("t"), "payload")) == SHORT
-    assert not r.exists(keys.payload("t"))
+    assert json.loads(task_of(r, keys, "t").get(b"payload")) == SHORT
     assert r.zscore(keys.dead, "t") is not None
     assert r.zscore(keys.retry, "t") is None, "the earlier failure's retry is void"
 
@@ -133,15 +131,15 @@ async def test_a_dead_task_that_fails_retryably_leaves_the_dead_set(r, keys, flo
 
     assert r.zscore(keys.retry, "t") is not None
     assert r.zscore(keys.dead, "t") is None
-    task = r.hgetall(keys.task("t"))
+    task = task_of(r, keys, "t")
     assert b"reason" not in task and b"died_at" not in task and b"record" not in task
 
 
-async def test_a_task_whose_key_is_not_a_hash_is_parked_and_the_rest_flow(
+async def test_a_task_whose_record_is_not_readable_is_parked_and_the_rest_flow(
     r, keys, flow
 ):
     intake, _ = flow
-    r.set(keys.task("t"), "not a hash")
+    r.hset(keys.tasks, "t", "not a record")
     fail(r, keys, SHORT)
     record = {"id": "u", "task": "sync", "queue": "q", "error": "timed out"}
     r.lpush(keys.failures, json.dumps(record))
@@ -150,8 +148,11 @@ async def test_a_task_whose_key_is_not_a_hash_is_parked_and_the_rest_flow(
 
     assert r.zrange(keys.retry, 0, -1) == [b"u"]
     [parked] = [json.loads(p) for p in r.lrange(keys.invalid, 0, -1)]
-    assert "recoveryd:task:t cannot be read: WRONGTYPE" in parked["reason"]
-    assert r.get(keys.task("t")) == b"not a hash"
+    assert (
+        "record cannot be read: its record is not one recoveryd wrote"
+        in (parked["reason"])
+    )
+    assert r.hget(keys.tasks, "t") == b"not a record"
 
 
 async def test_retrying_a_dead_task_with_no_queue_leaves_it_dead(r, keys, flow):
@@ -160,5 +161,5 @@ async def test_retrying_a_dead_task_with_no_queue_leaves_it_dead(r, keys, flow):
     r.lpush(keys.failures, json.dumps(record))
     await intake.step(block_s=0)
 
-    assert "no queue" in retry_task(r, keys, "t", ttl_ms=60_000)
+    assert "no queue" in retry_task(r, keys, "t")
     assert r.zscore(keys.dead, "t") is not None

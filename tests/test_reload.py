@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
-from tests.conftest import wait_for
+from tests.conftest import task_of, wait_for
 
 ORIGINAL = """
 [categories.recoverable_network]
@@ -35,7 +35,7 @@ def classify_next(r, keys, task_id: str) -> str:
         ),
     )
     found = wait_for(
-        lambda: r.hget(keys.task(task_id), "category"),
+        lambda: task_of(r, keys, task_id).get(b"category"),
         what=f"{task_id} to be classified",
     )
     return found.decode()
@@ -69,7 +69,7 @@ def test_bad_config_keeps_the_old_one_running(r, keys, start_daemon):
     assert daemon.process.poll() is None
     # Still the old config: records flow as before.
     assert classify_next(r, keys, "still") != "vendor_outage"
-    assert r.hget(keys.task("still"), "state") == b"scheduled"
+    assert task_of(r, keys, "still").get(b"state") == b"scheduled"
 
 
 def test_reload_turns_on_a_new_channel(r, keys, start_daemon, http_provider):

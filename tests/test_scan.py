@@ -6,10 +6,11 @@ import json
 
 import msgspec
 
-from recoveryd import history
+from recoveryd import scan as scan_module
 from recoveryd.notification import Analysis, Delivery, Notification
 from recoveryd.scan import OVERDUE_MS, run_scan
 from recoveryd.scripts import Scripts
+from tests.conftest import aput_task, atask_of
 
 NOW = 1_700_000_000_000
 # Another host's daemons: judged by heartbeat alone, not by a local pid.
@@ -128,31 +129,45 @@ async def test_a_scheduled_task_that_lost_its_entry_is_scheduled_again(ar, runti
         ("fine", "scheduled"),
         ("sent", "dispatched"),
         ("held", "held"),
+        ("gone", "dead"),
+        ("over", "recovered"),
     ]:
-        await ar.hset(
-            keys.task(task_id), mapping=task | {"state": state, "due": NOW + 5_000}
-        )
+        await aput_task(ar, keys, task_id, **task, state=state)
     await ar.zadd(keys.retry, {"fine": NOW + 7_000})
     # "held" says a pause holds it, but the held set lost it.
-    await ar.hset(keys.task("held"), "held", "category:c")
-    async with ar.pipeline(transaction=False) as pipe:
-        history.write(pipe, keys, NOW - 3_600_000, {}, ["lost", "fine", "sent"])
-        history.write(pipe, keys, NOW - 60_000, {}, ["held"])
-        # Outside the 24 h window: not looked at.
-        history.write(pipe, keys, NOW - 25 * 3_600_000, {}, ["old"])
-        await pipe.execute()
-    await ar.hset(keys.task("old"), mapping=task | {"state": "scheduled", "due": 1})
+    await aput_task(ar, keys, "held", **task, state="held", held="category:c")
 
     report, _ = await scan(ar, runtime)
 
-    assert await ar.zscore(keys.retry, "lost") == NOW + 5_000
-    assert await ar.zscore(keys.retry, "held") == NOW + 5_000
+    assert await ar.zscore(keys.retry, "lost") == NOW
+    assert await ar.zscore(keys.retry, "held") == NOW
     assert await ar.zscore(keys.retry, "fine") == NOW + 7_000
     assert await ar.zscore(keys.retry, "sent") is None
-    assert await ar.zscore(keys.retry, "old") is None
-    assert await ar.hget(keys.task("held"), "state") == b"scheduled"
+    assert (await atask_of(ar, keys, "held")).get(b"state") == b"scheduled"
     assert sorted(report.lost_schedule.items) == ["held", "lost"]
-    assert report.examined["tasks"] == 4
+    # Every other task is put back in the index its state names.
+    assert await ar.zscore(keys.watch, "sent") == NOW
+    assert await ar.zscore(keys.dead, "gone") == NOW
+    ttl_ms = round(runtime.config.retry.task_ttl_s * 1000)
+    assert await ar.zscore(keys.done, "over") == NOW + ttl_ms
+    assert report.examined["tasks"] == 6
+    assert report.examined["indexes_repaired"] == 3
+
+
+async def test_the_scan_walks_every_task_in_steps(ar, runtime, monkeypatch):
+    keys = runtime.keys
+    monkeypatch.setattr(scan_module, "SWEEP_STEP", 7)
+    for i in range(100):
+        await aput_task(ar, keys, f"t{i}", queue="q", state="scheduled")
+    await ar.zadd(keys.retry, {f"t{i}": NOW + 1 for i in range(0, 100, 2)})
+
+    report, _ = await scan(ar, runtime)
+
+    assert report.examined["tasks"] == 100
+    assert sorted(report.lost_schedule.items) == sorted(
+        f"t{i}" for i in range(1, 100, 2)
+    )
+    assert await ar.zcard(keys.retry) == 100
 
 
 async def test_dead_tasks_never_alerted_are_notified_once(ar, runtime):
@@ -163,19 +178,19 @@ async def test_dead_tasks_never_alerted_are_notified_once(ar, runtime):
         "task": "sync.pull",
         "category": "recoverable_network",
         "pattern": "network.timeout",
-        "confidence": 0.9,
+        "confidence": "0.9",
         "attempt": 6,
         "reason": "retries exhausted (5)",
         "record": json.dumps(record),
     }
-    await ar.hset(keys.task("d1"), mapping=fields)
-    await ar.hset(keys.task("d2"), mapping=fields | {"alerted_at": NOW - 5})
+    await aput_task(ar, keys, "d1", **fields)
+    await aput_task(ar, keys, "d2", **fields, alerted_at=NOW - 5)
     await ar.zadd(keys.dead, {"d1": NOW - 60_000, "d2": NOW - 60_000})
 
     report, _ = await scan(ar, runtime)
 
     assert report.never_alerted.items == ["d1"]
-    assert int(await ar.hget(keys.task("d1"), "alerted_at")) == NOW
+    assert int((await atask_of(ar, keys, "d1")).get(b"alerted_at")) == NOW
     members = await ar.zrange(keys.outbox("alert_log"), 0, -1)
     assert len(members) == 1
     sent = msgspec.json.decode(members[0], type=Delivery).notification
@@ -184,4 +199,4 @@ async def test_dead_tasks_never_alerted_are_notified_once(ar, runtime):
 
     again, _ = await scan(ar, runtime, NOW + 1_000)
     assert again.never_alerted.found == 0
-    assert again.summary.startswith("examined 0 tasks; found 0 stuck in flight")
+    assert again.summary.startswith("examined 2 tasks; found 0 stuck in flight")

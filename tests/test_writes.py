@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from recoveryd import tasks
 from recoveryd.scripts import Scripts
 from recoveryd.writes import Writes
 
-FIELDS = {"state": "scheduled"}
+RECORD = tasks.record(
+    state="scheduled",
+    attempt=1,
+    failed_at=1,
+    task="t",
+    category="c",
+    pattern="p",
+    confidence="1.0",
+    queue="q",
+    payload=b"\xff not text",
+)
 
 
 @pytest.fixture
@@ -63,15 +74,13 @@ async def test_nothing_is_written_when_the_in_flight_list_changed(ar, r, scripts
 async def test_a_retry_removed_later_in_the_batch_stays_removed(ar, r, scripts):
     writes = Writes()
     for task_id in ("a", "b"):
-        writes.schedule(
-            "retry", f"task:{task_id}", task_id, due_ms=5, ttl_ms=60_000, fields=FIELDS
-        )
+        writes.schedule("retry", ("tasks", "names"), task_id, 5, RECORD)
     writes.zrem("retry", "a")  # e.g. the task reported success in the same batch
 
     assert await writes.commit(scripts)
 
     assert r.zrange("retry", 0, -1, withscores=True) == [(b"b", 5.0)]
-    assert 0 < r.pttl("task:b") <= 60_000
+    assert sorted(r.hkeys("tasks")) == [b"a", b"b"]
 
 
 async def test_more_values_than_one_lua_call_takes_are_all_pushed(ar, r, scripts):
