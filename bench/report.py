@@ -147,9 +147,15 @@ COMPARISONS = (
         False,
     ),
     Comparison(
-        "Redis bytes per pending",
+        "Redis bytes per pending, peer job with the same ~113-byte payload",
         _get("memory", "redis_bytes_per_pending"),
         _get("bytes_per_pending"),
+        False,
+    ),
+    Comparison(
+        "Redis bytes per pending, peer's bare job (due time only)",
+        _get("memory", "redis_bytes_per_pending"),
+        _get("bytes_per_pending_bare"),
         False,
     ),
 )

@@ -23,6 +23,7 @@ COLUMNS = [
     ("idle cmd/s", 10),
     ("idle CPU%", 9),
     ("B/pending", 9),
+    ("B/bare", 7),
 ]
 
 
@@ -51,7 +52,8 @@ def format_table(report: dict[str, Any]) -> str:
         "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         f"mode {report['mode']}, wall {report['wall_s']}s; lateness in ms "
         "(min < 0: started early; >= some never started, counted at the wait);",
-        "* dispatch capped before all jobs ran",
+        "* dispatch capped before all jobs ran; B/pending: Redis bytes per pending "
+        "job with the same ~113-byte payload as recoveryd's, B/bare: per bare job",
     ]
     return "\n".join(lines)
 
@@ -72,6 +74,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         f"{idle['commands_per_s']:.1f}",
         f"{idle['worker_cpu_pct']:.2f}",
         f"{row['bytes_per_pending']:,.0f}",
+        f"{row['bytes_per_pending_bare']:,.0f}",
     ]
     return [
         f"{value:>{width}}" for value, (_, width) in zip(values, COLUMNS, strict=True)

@@ -11,7 +11,7 @@ import redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import default_queue_name, health_check_key_suffix
 
-from bench.peers.common import Sizes, Variant
+from bench.peers.common import JobArgs, Payload, Sizes, Variant, job_args
 
 __all__ = ["ArqPeer"]
 
@@ -46,22 +46,31 @@ class ArqPeer:
         # arq writes its health-check key in its first poll of the queue.
         return bool(client.exists(default_queue_name + health_check_key_suffix))
 
-    def enqueue(self, port: int, dues_s: Sequence[float]) -> None:
-        """Enqueue one ``mark_start`` job per due time, deferred until it."""
-        asyncio.run(_enqueue(port, dues_s))
+    def enqueue(
+        self, port: int, dues_s: Sequence[float], payloads: Sequence[Payload] | None
+    ) -> None:
+        """Enqueue one ``mark_start`` job per due time, deferred until it.
+
+        Each job's arguments are its due time and its payload, or the due
+        time alone when ``payloads`` is None (the bare job).
+        """
+        asyncio.run(_enqueue(port, dues_s, payloads))
 
 
-async def _enqueue(port: int, dues_s: Sequence[float]) -> None:
+async def _enqueue(
+    port: int, dues_s: Sequence[float], payloads: Sequence[Payload] | None
+) -> None:
+    jobs = job_args(dues_s, payloads)
     pool = await create_pool(RedisSettings(host="127.0.0.1", port=port))
     try:
-        for first in range(0, len(dues_s), ENQUEUE_CONCURRENCY):
-            batch = dues_s[first : first + ENQUEUE_CONCURRENCY]
-            await asyncio.gather(*(_enqueue_one(pool, due_s) for due_s in batch))
+        for first in range(0, len(jobs), ENQUEUE_CONCURRENCY):
+            batch = jobs[first : first + ENQUEUE_CONCURRENCY]
+            await asyncio.gather(*(_enqueue_one(pool, args) for args in batch))
     finally:
         await pool.aclose()
 
 
-async def _enqueue_one(pool: ArqRedis, due_s: float) -> None:
-    due = datetime.fromtimestamp(due_s, tz=UTC)
-    job = await pool.enqueue_job("mark_start", due_s, _defer_until=due)
+async def _enqueue_one(pool: ArqRedis, args: JobArgs) -> None:
+    due = datetime.fromtimestamp(args[0], tz=UTC)
+    job = await pool.enqueue_job("mark_start", *args, _defer_until=due)
     assert job is not None, "arq refused a job with a fresh id"

@@ -16,13 +16,18 @@ from arq.connections import RedisSettings
 from arq.logs import default_log_config
 from arq.worker import run_worker
 
-from bench.peers.common import STARTS_KEY, encode_start
+from bench.peers.common import STARTS_KEY, Payload, encode_start
 
 __all__ = ["mark_start"]
 
 
-async def mark_start(ctx: dict[str, Any], due_s: float) -> None:
-    """The benchmark's job: note when it started against when it was due."""
+async def mark_start(
+    ctx: dict[str, Any], due_s: float, payload: Payload | None = None
+) -> None:
+    """The benchmark's job: note when it started against when it was due.
+
+    ``payload`` is only carried (a bare job has none), never read.
+    """
     start_s = time.time()
     await ctx["redis"].rpush(STARTS_KEY, encode_start(due_s, start_s))
 

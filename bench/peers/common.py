@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 __all__ = [
     "FULL",
@@ -13,17 +13,25 @@ __all__ = [
     "TINY",
     "DispatchResult",
     "IdleResult",
+    "JobArgs",
     "LatenessResult",
+    "Payload",
     "Row",
     "Sizes",
     "Variant",
     "decode_start",
     "encode_start",
+    "job_args",
     "percentile",
 ]
 
 # Every job, of either peer, pushes "<due_s> <start_s>" here when it starts.
 STARTS_KEY = "bench:peers:starts"
+
+# A job's second argument: what ``bench.workload.payload`` makes for recoveryd's
+# records, ~113 bytes as JSON. The job ignores it; it is there to be stored.
+Payload = dict[str, Any]
+JobArgs = tuple[float] | tuple[float, Payload]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +119,17 @@ class Row(TypedDict):
     dispatch: DispatchResult
     lateness: LatenessResult
     idle: IdleResult
-    bytes_per_pending: float
+    bytes_per_pending: float  # each job with its payload, as recoveryd's tasks
+    bytes_per_pending_bare: float  # each job with ``due_s`` alone
+
+
+def job_args(
+    dues_s: Sequence[float], payloads: Sequence[Payload] | None
+) -> list[JobArgs]:
+    """Each job's arguments: its due time, then its payload unless bare (None)."""
+    if payloads is None:
+        return [(due_s,) for due_s in dues_s]
+    return list(zip(dues_s, payloads, strict=True))
 
 
 def encode_start(due_s: float, start_s: float) -> str:

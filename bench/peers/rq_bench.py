@@ -13,7 +13,7 @@ from rq.scheduler import SCHEDULER_KEY_TEMPLATE
 from rq.worker.base import WorkerStatus
 from rq.worker_registration import REDIS_WORKER_KEYS
 
-from bench.peers.common import Sizes, Variant
+from bench.peers.common import Payload, Sizes, Variant, job_args
 from bench.peers.rq_worker import QUEUE_NAME, mark_start
 
 __all__ = ["RqPeer"]
@@ -61,19 +61,27 @@ class RqPeer:
         schedulers = client.keys(SCHEDULER_KEY_TEMPLATE % "*")
         return WorkerStatus.IDLE.value in states and bool(schedulers)
 
-    def enqueue(self, port: int, dues_s: Sequence[float]) -> None:
-        """Schedule one ``mark_start`` job per due time with ``enqueue_at``."""
-        # Memory: the job's pickled "data" field here is 68 bytes, past Redis's
+    def enqueue(
+        self, port: int, dues_s: Sequence[float], payloads: Sequence[Payload] | None
+    ) -> None:
+        """Schedule one ``mark_start`` job per due time with ``enqueue_at``.
+
+        Each job's arguments are its due time and its payload, or the due
+        time alone when ``payloads`` is None (the bare job).
+        """
+        # Memory: a bare job's pickled "data" field is 68 bytes, past Redis's
         # 64-byte listpack limit, so each job hash is a full hashtable (~1.4 kB
-        # per job); a shorter function path such as "os.getpid" keeps it ~650 B.
+        # per job); a shorter function path such as "os.getpid" would keep it
+        # ~650 B. With its payload the field is ~175 bytes, whatever the path.
+        jobs = job_args(dues_s, payloads)
         connection = redis.Redis(host="127.0.0.1", port=port)
         queue = Queue(QUEUE_NAME, connection=connection)
         try:
-            for first in range(0, len(dues_s), ENQUEUE_BATCH):
+            for first in range(0, len(jobs), ENQUEUE_BATCH):
                 with connection.pipeline() as pipe:
-                    for due_s in dues_s[first : first + ENQUEUE_BATCH]:
-                        due = datetime.fromtimestamp(due_s, tz=UTC)
-                        queue.enqueue_at(due, mark_start, due_s, pipeline=pipe)
+                    for args in jobs[first : first + ENQUEUE_BATCH]:
+                        due = datetime.fromtimestamp(args[0], tz=UTC)
+                        queue.enqueue_at(due, mark_start, *args, pipeline=pipe)
                     pipe.execute()
         finally:
             connection.close()

@@ -19,7 +19,7 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import get_current_job
 from rq.scheduler import RQScheduler
 
-from bench.peers.common import STARTS_KEY, encode_start
+from bench.peers.common import STARTS_KEY, Payload, encode_start
 
 __all__ = ["QUEUE_NAME", "WORKER_CLASSES", "mark_start"]
 
@@ -30,8 +30,11 @@ WORKER_CLASSES: dict[str, type[Worker] | type[SimpleWorker]] = {
 }
 
 
-def mark_start(due_s: float) -> None:
-    """The benchmark's job: note when it started against when it was due."""
+def mark_start(due_s: float, payload: Payload | None = None) -> None:
+    """The benchmark's job: note when it started against when it was due.
+
+    ``payload`` is only carried (a bare job has none), never read.
+    """
     start_s = time.time()
     job = get_current_job()
     assert job is not None, "mark_start runs only inside an RQ job"

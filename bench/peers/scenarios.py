@@ -1,5 +1,9 @@
 """The four measurements, the same for every peer: dispatch, lateness, idle, memory.
 
+Every job carries, besides its due time, a payload made as recoveryd's
+benchmark records' are (``bench.workload.payload``, seeded), so that both
+store the same work; memory is measured for the bare job (due time alone) too.
+
 The worker is restarted on a flushed server before lateness, so a capped
 dispatch run's leftover jobs never leak into it. Synchronisation is by
 polling Redis with short sleeps: this is a benchmark harness, not the product.
@@ -8,6 +12,7 @@ polling Redis with short sleeps: this is a benchmark harness, not the product.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +25,7 @@ from bench.peers.common import (
     DispatchResult,
     IdleResult,
     LatenessResult,
+    Payload,
     Row,
     Sizes,
     Variant,
@@ -28,16 +34,19 @@ from bench.peers.common import (
 )
 from bench.peers.procs import WorkerProcess, cpu_seconds, tree_cpu_seconds
 from bench.peers.redis_server import RedisServer
+from bench.workload import payload, queue_names
 
 __all__ = ["Peer", "measure_peer"]
 
 POLL_S = 0.005
 FAR_FUTURE_S = 86_400.0
 # Jobs are due this long after enqueueing should have finished, by the rate
-# the memory run measured, so that a slow enqueue never eats into the timing.
+# the memory run with payloads measured, so that a slow enqueue never eats
+# into the timing.
 ENQUEUE_SLACK = 1.5
 ENQUEUE_LEAD_S = 0.5
 CLIENTS_GONE_TIMEOUT_S = 5.0
+PAYLOAD_SEED = 1
 
 T = TypeVar("T")
 
@@ -55,7 +64,18 @@ class Peer(Protocol):
 
     def is_ready(self, client: redis.Redis) -> bool: ...
 
-    def enqueue(self, port: int, dues_s: Sequence[float]) -> None: ...
+    def enqueue(
+        self, port: int, dues_s: Sequence[float], payloads: Sequence[Payload] | None
+    ) -> None:
+        """One job per due time, with its payload (None: bare jobs, due time only)."""
+        ...
+
+
+def job_payloads(jobs: int) -> list[Payload]:
+    """The payloads of ``jobs`` jobs, the same for every run and peer."""
+    rng = random.Random(PAYLOAD_SEED)
+    queues = queue_names()
+    return [payload(rng, queues[n % len(queues)], n) for n in range(jobs)]
 
 
 def measure_peer(peer: Peer, sizes: Sizes, log_dir: Path) -> list[Row]:
@@ -63,12 +83,15 @@ def measure_peer(peer: Peer, sizes: Sizes, log_dir: Path) -> list[Row]:
     with RedisServer() as server:
         client = server.client()
         try:
-            bytes_per_pending, enqueue_per_s = measure_memory(
-                peer, server, client, sizes.memory_jobs
+            # Bare first, as the one memory run was before; the first run also
+            # takes Redis's one-off allocations, visible only at tiny sizes.
+            bare, _ = measure_memory(peer, server, client, sizes.memory_jobs, False)
+            with_payload, enqueue_per_s = measure_memory(
+                peer, server, client, sizes.memory_jobs, True
             )
             bench = _Bench(peer, server, client, sizes, log_dir, enqueue_per_s)
             return [
-                bench.row(variant, bytes_per_pending)
+                bench.row(variant, with_payload, bare)
                 for variant in peer.variants(sizes)
             ]
         finally:
@@ -76,15 +99,19 @@ def measure_peer(peer: Peer, sizes: Sizes, log_dir: Path) -> list[Row]:
 
 
 def measure_memory(
-    peer: Peer, server: RedisServer, client: redis.Redis, jobs: int
+    peer: Peer, server: RedisServer, client: redis.Redis, jobs: int, payloads: bool
 ) -> tuple[float, float]:
-    """Redis bytes per pending far-future job, and the enqueue rate seen (jobs/s)."""
+    """Redis bytes per pending far-future job, and the enqueue rate seen (jobs/s).
+
+    The jobs carry payloads, or are bare (their due time alone) without.
+    """
     client.flushall()
+    made = job_payloads(jobs) if payloads else None
     baseline_clients = _connected_clients(client)
     before = _used_memory(client)
 
     started = time.monotonic()
-    peer.enqueue(server.port, [time.time() + FAR_FUTURE_S] * jobs)
+    peer.enqueue(server.port, [time.time() + FAR_FUTURE_S] * jobs, made)
     enqueue_s = time.monotonic() - started
 
     # Closed connections are freed by Redis a moment later; their buffers
@@ -114,7 +141,9 @@ class _Bench:
         self.log_dir = log_dir
         self.enqueue_per_s = enqueue_per_s
 
-    def row(self, variant: Variant, bytes_per_pending: float) -> Row:
+    def row(
+        self, variant: Variant, bytes_per_pending: float, bytes_per_pending_bare: float
+    ) -> Row:
         # Idle leaves nothing behind, so dispatch may follow on the same worker;
         # dispatch may leave jobs behind (when capped), so lateness gets its own.
         idle, dispatch = self._with_worker(
@@ -129,6 +158,7 @@ class _Bench:
             dispatch=dispatch,
             lateness=self._with_worker(variant, "lateness", self.lateness),
             bytes_per_pending=bytes_per_pending,
+            bytes_per_pending_bare=bytes_per_pending_bare,
         )
 
     def _with_worker(
@@ -174,9 +204,10 @@ class _Bench:
     def dispatch(self, worker: WorkerProcess) -> DispatchResult:
         """Jobs/s from the moment N jobs all fall due until all have started."""
         jobs = self.sizes.dispatch_jobs
+        payloads = job_payloads(jobs)
         # A whole second, so that RQ's whole-second scores are exact for once.
         due_s = float(math.ceil(time.time() + self._enqueue_lead_s(jobs)))
-        self.peer.enqueue(self.server.port, [due_s] * jobs)
+        self.peer.enqueue(self.server.port, [due_s] * jobs, payloads)
         enqueue_late_s = max(0.0, time.time() - due_s)
 
         deadline_s = due_s + self.sizes.dispatch_cap_s
@@ -194,9 +225,10 @@ class _Bench:
     def lateness(self, worker: WorkerProcess) -> LatenessResult:
         """Start time minus due time of M jobs due evenly over S seconds."""
         jobs, spread_s = self.sizes.lateness_jobs, self.sizes.lateness_spread_s
+        payloads = job_payloads(jobs)
         first_s = time.time() + self._enqueue_lead_s(jobs)
         dues_s = [first_s + spread_s * i / jobs for i in range(jobs)]
-        self.peer.enqueue(self.server.port, dues_s)
+        self.peer.enqueue(self.server.port, dues_s, payloads)
 
         deadline_s = dues_s[-1] + self.sizes.lateness_tail_s
         done, gave_up_s = _wait_for_starts(self.client, worker, jobs, deadline_s)

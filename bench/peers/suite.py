@@ -27,7 +27,11 @@ NOTES = [
     "idle commands: every command Redis executed (commandstats), including "
     "MULTI/EXEC and commands run inside Lua scripts, less the harness's INFO",
     "idle CPU: worker process and its children (RQ's scheduler), % of one core",
-    "bytes_per_pending: used_memory delta / K, measured once per peer, no worker",
+    "every job carries, besides due_s, a payload as recoveryd's records do "
+    "(bench.workload.payload, seeded, ~113 bytes as JSON); the job ignores it",
+    "bytes_per_pending: used_memory delta / K jobs with that payload; "
+    "bytes_per_pending_bare: the same for K bare jobs (due_s alone); "
+    "each measured once per peer, no worker",
 ]
 
 
