@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from recoveryd.config import Config, ConfigError, file_key, load_config
-from recoveryd.connection import REDIS_AWAY, Link, connect, redact_url
+from recoveryd.connection import REDIS_AWAY, Link, connect, redact_url, time_ms
 from recoveryd.consumers import Consumers, new_consumer_id
 from recoveryd.dispatch import DispatchLoop
 from recoveryd.embedded import EmbeddedRedis
@@ -33,6 +33,7 @@ from recoveryd.housekeeping import Housekeeping
 from recoveryd.intake import Intake
 from recoveryd.jobs import Context, JobBusy, JobRunner, upkeep_jobs
 from recoveryd.metrics import METRICS
+from recoveryd.migrate import move_legacy_tasks
 from recoveryd.notifiers import Channel
 from recoveryd.notify import DeliveryLoop, GroupFlusher, limits_for, open_channels
 from recoveryd.runtime import Runtime
@@ -129,6 +130,12 @@ class Daemon:
         while True:
             try:
                 await self.scripts.load(self.redis)
+                await move_legacy_tasks(
+                    self.redis,
+                    self.runtime.keys,
+                    await time_ms(self.redis),
+                    round(self.runtime.config.retry.task_ttl_s * 1000),
+                )
                 await self.consumers.beat()
                 self.link.ok("startup")
                 return

@@ -1,0 +1,93 @@
+"""Tasks kept by versions before the tasks hash, a hash per key, moved into it.
+
+Earlier versions kept each task in ``<p>:task:<id>`` (and a long payload in
+``<p>:payload:<id>``). At start, each such task is moved into ``<p>:tasks``
+in one script call: its record as `recoveryd.tasks.record_from` reads the
+hash, the old keys deleted. A task the tasks hash already holds keeps its
+newer record. Scheduled, dead and watched tasks keep their place in their
+sorted sets, which did not change; a recovered or succeeded one is given
+its time in ``<p>:done``. When no old key is left, ``<p>:names`` notes it,
+and later starts skip the walk over the keyspace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from recoveryd import tasks
+from recoveryd.keys import Keys
+
+__all__ = ["move_legacy_tasks"]
+
+log = logging.getLogger(__name__)
+
+# The field of the names hash that says no old task key is left.
+MOVED = "legacy_moved"
+
+# KEYS: tasks, names, old task key, its payload key, done.  ARGV: task id,
+# record (MessagePack, names as text), when a recovered task is forgotten.
+# Returns 1 if the task was moved, 0 if its key was gone.
+_MOVE = (
+    tasks.LUA
+    + """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+    local t = cmsgpack.unpack(ARGV[2])
+    store_new(KEYS[1], KEYS[2], ARGV[1], t)
+    if t[STATE] == RECOVERED or t[STATE] == SUCCEEDED then
+        redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+    end
+end
+redis.call('DEL', KEYS[3], KEYS[4])
+return 1
+"""
+)
+
+
+async def move_legacy_tasks(redis: Redis, keys: Keys, now_ms: int, keep_ms: int) -> int:
+    """Move every task an earlier version kept in a key of its own; how many."""
+    if await _call(redis.hexists(keys.names, MOVED)):
+        return 0
+    prefix = keys.legacy_task_prefix
+    script = redis.register_script(_MOVE)
+    moved = 0
+    async for raw in redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+        key = raw.decode(errors="replace")
+        task_id = key[len(prefix) :]
+        try:
+            flat = await _call(redis.hgetall(key))
+        except ResponseError as exc:  # a key of another type: not ours to move
+            log.warning("left %s where it is: %s", key, exc)
+            continue
+        fields: dict[str, Any] = {name.decode(): value for name, value in flat.items()}
+        payload_key = f"{keys.prefix}:payload:{task_id}"
+        if "payload" not in fields and fields.get("queue"):
+            payload = await _call(redis.get(payload_key))
+            if payload is not None:
+                fields["payload"] = payload
+        record = tasks.pack(tasks.record_from(fields))
+        moved += int(
+            await script(
+                keys=[keys.tasks, keys.names, key, payload_key, keys.done],
+                args=[task_id, record, now_ms + keep_ms],
+            )
+        )
+    await _call(redis.hset(keys.names, MOVED, now_ms))
+    if moved:
+        log.info("moved %d tasks kept by an earlier version into %s", moved, keys.tasks)
+    return moved
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a SCAN pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+async def _call(reply: Any) -> Any:
+    # redis-py types its commands for both clients at once; these are async.
+    return await cast(Awaitable[Any], reply)
