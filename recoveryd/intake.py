@@ -72,9 +72,6 @@ TASK_ERROR_CHARS = 60
 RECORD_KEEP_BYTES = 64 * 1024
 
 
-_Field = str | bytes | int | float
-
-
 class Outcome:
     SCHEDULED = "scheduled"
     DEAD = "dead"

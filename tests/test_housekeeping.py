@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from recoveryd import housekeeping
 from recoveryd.config import parse_config
 from recoveryd.connection import Link
 from recoveryd.housekeeping import Housekeeping
@@ -46,3 +47,25 @@ async def test_dead_set_is_trimmed_by_age_then_count_and_counted(redis_server, r
     assert r.lrange(keys.invalid, 0, -1) == [b"5", b"4"]
     assert r.hget(keys.stats, "dead_evicted") == b"3"
     assert r.hget(keys.stats, "invalid_evicted") == b"3"
+
+
+async def test_recovered_tasks_are_forgotten_when_their_time_is_up(
+    ar, r, keys, runtime, monkeypatch
+):
+    monkeypatch.setattr(housekeeping, "FORGET_CHUNK", 3)
+    seconds, _ = r.time()
+    now_ms = seconds * 1000
+    for i in range(7):
+        put_task(r, keys, f"old{i}", state="recovered")
+        r.zadd(keys.done, {f"old{i}": now_ms - 1_000})
+    put_task(r, keys, "fresh", state="succeeded")
+    r.zadd(keys.done, {"fresh": now_ms + 60_000})
+    # Failed again since it recovered: its new retry is not forgotten.
+    put_task(r, keys, "again", state="scheduled")
+    r.zadd(keys.done, {"again": now_ms - 1_000})
+
+    keeper = Housekeeping(ar, Scripts(ar), lambda: runtime, Link())
+    assert await keeper.forget_done() == 7
+
+    assert sorted(r.hkeys(keys.tasks)) == [b"again", b"fresh"]
+    assert r.zrange(keys.done, 0, -1) == [b"fresh"]
