@@ -99,12 +99,14 @@ class Writes:
         """Store a task's record and make its retry due at ``due_ms``.
 
         ``keys``: the tasks and names hashes; ``task``: the record as
-        `recoveryd.tasks.record` makes it, its values text or exact integers.
+        `recoveryd.tasks.record` makes it. Its values go as they are,
+        unchecked (a record for every retry): text, and integers that
+        `exact` let through, never bytes.
         """
-        self._ops.append(["+schedule", retry, *keys, task_id, due_ms, _record(task)])
+        self._ops.append(["+schedule", retry, *keys, task_id, due_ms, task])
 
     def store(self, keys: tuple[str, str], task_id: str, task: list[Any]) -> None:
-        """Store a task's record (see `schedule`)."""
+        """Store a task's record (see `schedule`); any bytes go as text."""
         self._ops.append(["+store", *keys, task_id, _record(task)])
 
     def mark(self, tasks: str, task_id: str, state: str, **more: _Value) -> None:

@@ -27,11 +27,12 @@ def record(**fields):
 
 async def test_a_record_reads_back_field_by_field(ar, r, keys):
     writes = Writes()
-    payload = b'{"note": "\xff is no text"}'
+    payload = '{"note": "ünïcode"}'
     writes.schedule(
         keys.retry, (keys.tasks, keys.names), "t1", 5, record(payload=payload)
     )
-    writes.store((keys.tasks, keys.names), "t2", record(state="dead", error="boom"))
+    dead = record(state="dead", error="boom", payload=b"\xff is no text")
+    writes.store((keys.tasks, keys.names), "t2", dead)
 
     assert await writes.commit(Scripts(ar))
 
@@ -45,9 +46,10 @@ async def test_a_record_reads_back_field_by_field(ar, r, keys):
         b"pattern": b"network.connect_timeout",
         b"confidence": b"0.9",
         b"queue": b"app:queue:billing",
-        b"payload": payload,
+        b"payload": payload.encode(),
     }
     assert task_of(r, keys, "t2")[b"error"] == b"boom"
+    assert task_of(r, keys, "t2")[b"payload"] == b"\xff is no text"
     assert r.zscore(keys.retry, "t1") == 5
 
 

@@ -17,7 +17,7 @@ RECORD = tasks.record(
     pattern="p",
     confidence="1.0",
     queue="q",
-    payload=b"\xff not text",
+    payload="p",
 )
 
 
