@@ -70,6 +70,9 @@ STATES = (
 )
 
 # A record's fields, in order.
+# Limitation: a record carries no version, so changing this order or the
+# meaning of a field needs every stored record rewritten; fix: a leading
+# version number, read by `LUA` before the fields.
 FIELDS = (
     "state",
     "attempt",
