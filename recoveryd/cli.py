@@ -333,13 +333,22 @@ def _status(args: argparse.Namespace) -> int:
 def _task_status(client: Any, keys: Any, task_id: str, *, as_json: bool) -> int:
     from recoveryd import tasks
 
-    found = tasks.read_sync(client, keys, [task_id])[0]
+    wanted = tasks.ALL_FIELDS
+    [found] = client.eval(
+        tasks.READ, 2, keys.tasks, keys.names, *tasks.fields_args(wanted, [task_id])
+    )
     if found is None:
         print(f"{task_id}: no such task", file=sys.stderr)
         return EXIT_NOT_DONE
+    if isinstance(found, bytes):
+        print(
+            f"{task_id}: cannot be read: {found.decode(errors='replace')}",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_DONE
     fields = {
         name: value.decode(errors="replace")
-        for name, value in found.items()
+        for name, value in zip(wanted, found, strict=True)
         if value is not None
     }
     if as_json:

@@ -116,7 +116,8 @@ class DispatchLoop:
             log.debug("dispatched %d due retries", result.dispatched)
         if result.orphans:
             log.warning(
-                "%d due entries had no task record left (expired?) and were dropped",
+                "%d due entries had no task record, or one recoveryd could not "
+                "read, and were dropped",
                 result.orphans,
             )
         if result.unpushable:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import anyio
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from recoveryd.connection import REDIS_AWAY, Link, time_ms
 from recoveryd.runtime import Runtime
@@ -83,9 +84,14 @@ class Housekeeping:
         now_ms = await time_ms(self._redis)
         total = 0
         while True:
-            forgotten, more = await self._scripts.trim_done(
-                keys=[keys.done, keys.tasks], args=[now_ms, FORGET_CHUNK]
-            )
+            try:
+                forgotten, more = await self._scripts.trim_done(
+                    keys=[keys.done, keys.tasks], args=[now_ms, FORGET_CHUNK]
+                )
+            except ResponseError as exc:
+                # A key of the wrong type: said each round, and the rest runs.
+                log.error("cannot forget recovered tasks: %s", exc)
+                break
             total += int(forgotten)
             if not int(more):
                 break

@@ -89,7 +89,11 @@ class Keys:
 
     @property
     def names(self) -> str:
-        """Hash of the names task records store as numbers, both ways."""
+        """Hash of the names task records store as numbers, both ways.
+
+        Like the tasks hash, it must not be evicted: run Redis with
+        ``maxmemory-policy noeviction``, as any job store needs.
+        """
         return f"{self.prefix}:names"
 
     @property

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from recoveryd import notify, tasks
 from recoveryd.classify import Classification
@@ -213,10 +214,16 @@ class _Scanner:
         keep_ms = round(self.config.retry.task_ttl_s * 1000)
         cursor, examined, repaired = b"0", 0, 0
         while True:
-            reply = await self.scripts.sweep(
-                keys=index_keys,
-                args=[cursor, SWEEP_STEP, self.now_ms, keys.held_prefix, keep_ms],
-            )
+            try:
+                reply = await self.scripts.sweep(
+                    keys=index_keys,
+                    args=[cursor, SWEEP_STEP, self.now_ms, keys.held_prefix, keep_ms],
+                )
+            except ResponseError as exc:
+                # A key of the wrong type: said, and the rest of the scan runs.
+                log.error("scan: cannot walk the tasks in %s: %s", keys.tasks, exc)
+                finding.action += f"; the walk stopped: {exc}"
+                break
             cursor, step, fixed, *rescued = reply
             examined += int(step)
             repaired += int(fixed)

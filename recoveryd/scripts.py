@@ -611,8 +611,8 @@ local now, found = tonumber(ARGV[3]), page[2]
 local out, repaired = {page[1], #found / 2, 0}, 0
 for i = 1, #found, 2 do
     local id = found[i]
-    local ok, t = pcall(cmsgpack.unpack, found[i + 1])
-    local state = ok and type(t) == 'table' and t[STATE]
+    local t = decode_task(found[i + 1])
+    local state = t and t[STATE]
     local held = state == HELD and t[MORE] and t[MORE]['held']
     if state == SCHEDULED or state == HELD then
         local kept = state == SCHEDULED and redis.call('ZSCORE', KEYS[2], id)

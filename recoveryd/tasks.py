@@ -6,10 +6,14 @@ retries are a million fields, not a million keys: a key of its own would
 cost a task about a hundred bytes of keyspace and expiry bookkeeping
 before it held anything, more than the rest of its record.
 
-The names that recur across tasks (task name, category, pattern, queue,
-error type) are stored as small numbers, assigned by the scripts on first
-sight and kept in ``<p>:names`` (``=<name>`` → number, ``#<number>`` →
-name). A name too long, or one past `NAMES_MAX`, is stored as itself.
+The names that recur across tasks (task name, category, pattern, error
+type) are stored as small numbers, assigned by the scripts on first sight
+and kept in ``<p>:names`` (``=<name>`` → number, ``#<number>`` → name,
+``last``: the last number given). A name too long, or one past
+`NAMES_MAX`, is stored as itself. The queue is always stored as itself,
+so a damaged names hash can mislabel a task but never misdirect its
+payload; a number whose name is lost reads as empty, and a names hash
+begun afresh beside stored tasks numbers far from the lost one.
 
 Absent text is ``""``, never nil, so that a script can unpack a record and
 pack it again as the same array. ``more`` holds what only some states
@@ -89,8 +93,9 @@ FIELDS = (
     "more",
 )
 
-# Fields stored as a number from the names hash.
-NAMED = ("task", "category", "pattern", "queue", "error_type")
+# Fields stored as a number from the names hash. Not the queue: a number
+# that came to mean another name would send a payload to the wrong place.
+NAMED = ("task", "category", "pattern", "error_type")
 
 # Names stored as numbers: at most this many, each at most this long.
 NAMES_MAX = 100_000
@@ -225,13 +230,36 @@ for i, name in ipairs({_lua_names(FIELDS)}) do FIELD_AT[name] = i end
 for _, name in ipairs({_lua_names(NAMED)}) do NAMED[FIELD_AT[name]] = true end
 local NAMES_MAX, NAME_MAX_BYTES = {NAMES_MAX}, {NAME_MAX_BYTES}
 
+local function plain(value)
+    local kind = type(value)
+    return kind == 'string' or kind == 'number'
+end
+
+-- A stored record, or nil when it is not one recoveryd wrote: every field
+-- up to the history text or a number, ``more`` absent or a map of them.
+local function decode_task(raw)
+    local ok, t = pcall(cmsgpack.unpack, raw)
+    if not ok or type(t) ~= 'table' or #t < HISTORY or not STATES[t[STATE]] then
+        return nil
+    end
+    for i = 1, HISTORY do
+        if not plain(t[i]) then return nil end
+    end
+    if type(t[PAYLOAD]) ~= 'string' then return nil end
+    local more = t[MORE]
+    if more == nil then return t end
+    if type(more) ~= 'table' then return nil end
+    for name, value in pairs(more) do
+        if type(name) ~= 'string' or not plain(value) then return nil end
+    end
+    return t
+end
+
 -- A task's record, or nil when there is none or it cannot be read.
 local function load_task(tasks, id)
     local raw = redis.call('HGET', tasks, id)
     if not raw then return nil end
-    local ok, t = pcall(cmsgpack.unpack, raw)
-    if ok and type(t) == 'table' then return t end
-    return nil
+    return decode_task(raw)
 end
 
 local function store_task(tasks, id, t)
@@ -258,29 +286,46 @@ local function name_of(names, value)
     if type(value) ~= 'number' then return value or '' end
     local name = names_seen[value]
     if not name then
-        name = redis.call('HGET', names, '#' .. value) or ''
+        -- A names hash that is not one reads as no names at all.
+        local ok, found = pcall(redis.call, 'HGET', names, '#' .. value)
+        name = ok and found or ''
         names_seen[value] = name
     end
     return name
 end
 
+-- A number for a name not seen before, or the name itself past the limit.
+local function new_number(tasks, names, name)
+    if redis.call('HLEN', names) >= 2 * NAMES_MAX then return name end
+    local last = tonumber(redis.call('HGET', names, 'last'))
+    if not last then
+        last = 0
+        if redis.call('HLEN', tasks) > 0 then
+            -- Begun afresh beside stored tasks, the old names lost: numbers
+            -- start far from theirs, so none means another name now.
+            last = tonumber(redis.call('TIME')[1]) * 1000
+        end
+    end
+    repeat
+        last = last + 1
+    until redis.call('HSETNX', names, '#' .. last, name) == 1
+    redis.call('HSET', names, 'last', last, '=' .. name, last)
+    return last
+end
+
 -- What to store for a name: its number, given on first sight.
-local function number_of(names, name)
+local function number_of(tasks, names, name)
     if type(name) ~= 'string' or name == '' or #name > NAME_MAX_BYTES then
         return name
     end
     local number = numbers_seen[name]
     if number then return number end
     number = tonumber(redis.call('HGET', names, '=' .. name))
-    if not number then
-        local count = tonumber(redis.call('HGET', names, 'count') or '0')
-        if count < NAMES_MAX then
-            number = count + 1
-            redis.call('HSET', names, 'count', number,
-                '=' .. name, number, '#' .. number, name)
-        else
-            number = name
-        end
+    -- A number whose way back was lost is given it again; one that now
+    -- names something else is not this name's any more.
+    if not number or (redis.call('HSETNX', names, '#' .. number, name) == 0
+            and redis.call('HGET', names, '#' .. number) ~= name) then
+        number = new_number(tasks, names, name)
     end
     numbers_seen[name] = number
     return number
@@ -288,7 +333,7 @@ end
 
 -- Stores a record written with its names as text.
 local function store_new(tasks, names, id, t)
-    for at in pairs(NAMED) do t[at] = number_of(names, t[at]) end
+    for at in pairs(NAMED) do t[at] = number_of(tasks, names, t[at]) end
     store_task(tasks, id, t)
 end
 
@@ -299,7 +344,10 @@ local function field_of(names, t, name)
     if at then value = t[at] else value = t[MORE] and t[MORE][name] end
     if value == nil or value == '' then return false end
     if at == STATE then return STATES[value] or false end
-    if NAMED[at] then value = name_of(names, value) end
+    if NAMED[at] then
+        value = name_of(names, value)
+        if value == '' then return false end
+    end
     if type(value) == 'number' then return string.format('%d', value) end
     return value
 end
@@ -313,15 +361,20 @@ local function fields_reply(tasks, names, first, out)
         wanted[#wanted + 1] = ARGV[i]
         i = i + 1
     end
+    local broken = false
+    for _, key in ipairs({{tasks, names}}) do
+        local kind = redis.call('TYPE', key).ok
+        if kind ~= 'hash' and kind ~= 'none' then
+            broken = key .. ' is a ' .. kind .. ', not a hash'
+        end
+    end
     for j = i + 1, #ARGV do
         local ok, raw = pcall(redis.call, 'HGET', tasks, ARGV[j])
+        if broken then ok, raw = false, broken end
         local t
         if ok and raw then
-            local decoded
-            ok, decoded = pcall(cmsgpack.unpack, raw)
-            if ok and type(decoded) == 'table' then
-                t = decoded
-            else
+            t = decode_task(raw)
+            if not t then
                 ok, raw = false, 'its record is not one recoveryd wrote'
             end
         end

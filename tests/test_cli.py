@@ -95,6 +95,13 @@ def test_status_shows_one_task(config, r, keys):
     assert missing.returncode == 1
     assert "no such task" in missing.stderr
 
+    r.hset(keys.tasks, "junk", "not a record")
+    junk = run(config, "status", "--task", "junk")
+    assert junk.returncode == 1
+    assert "junk: cannot be read: its record is not one recoveryd wrote" in (
+        junk.stderr
+    )
+
 
 def test_retry_makes_a_scheduled_task_due_first(config, r, keys):
     put_task(r, keys, "later", queue="q", payload="p")

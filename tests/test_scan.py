@@ -200,3 +200,17 @@ async def test_dead_tasks_never_alerted_are_notified_once(ar, runtime):
     again, _ = await scan(ar, runtime, NOW + 1_000)
     assert again.never_alerted.found == 0
     assert again.summary.startswith("examined 2 tasks; found 0 stuck in flight")
+
+
+async def test_a_record_recoveryd_did_not_write_does_not_stop_the_scan(ar, runtime):
+    keys = runtime.keys
+    bad = msgspec.msgpack.encode(
+        [3, 1, 0, "t", "c", "p", "1.0", "q", "p", "", "", "", 5]
+    )
+    await ar.hset(keys.tasks, "bad", bad)
+    await aput_task(ar, keys, "lost", queue="q", state="scheduled")
+
+    report, _ = await scan(ar, runtime)
+
+    assert report.lost_schedule.items == ["lost"]
+    assert await ar.hget(keys.tasks, "bad") == bad, "left for an operator"

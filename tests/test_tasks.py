@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import msgspec
 
 from recoveryd import tasks
+from recoveryd.connection import Link
+from recoveryd.dispatch import DispatchLoop
+from recoveryd.intake import Intake
 from recoveryd.scripts import Scripts
+from recoveryd.wake import Alarm
 from recoveryd.writes import Writes
 from tests.conftest import put_task, task_of
 
@@ -62,12 +68,14 @@ async def test_recurring_names_are_stored_once_as_numbers(ar, r, keys):
 
     assert await writes.commit(Scripts(ar))
 
-    # task, category, pattern and queue: four names, each both ways.
-    assert r.hget(keys.names, "count") == b"4"
+    # task, category and pattern: three names, each both ways; the queue
+    # is kept as itself.
+    assert r.hget(keys.names, "last") == b"3"
+    assert r.hlen(keys.names) == 7
     assert r.hget(keys.names, "=billing.charge_card") is not None
     stored = msgspec.msgpack.decode(r.hget(keys.tasks, "t7"))
     assert "billing.charge_card" not in stored and isinstance(stored[3], int)
-    assert len(r.hget(keys.tasks, "t7")) < 40
+    assert len(r.hget(keys.tasks, "t7")) < 60
     assert task_of(r, keys, "odd")[b"task"] == long_name.encode()
 
 
@@ -90,3 +98,83 @@ async def test_a_marked_record_keeps_every_field(ar, r, keys):
 def test_an_unknown_or_unreadable_task_reads_as_none(r, keys):
     r.hset(keys.tasks, "junk", b"\xc1")
     assert tasks.read_sync(r, keys, ["missing", "junk"], ["state"]) == [None, None]
+
+
+async def test_a_lost_names_hash_never_lends_a_number_to_another_name(ar, r, keys):
+    writes = Writes()
+    writes.store((keys.tasks, keys.names), "a", record(task="alpha.task"))
+    assert await writes.commit(Scripts(ar))
+    r.delete(keys.names)
+    writes = Writes()
+    writes.store((keys.tasks, keys.names), "b", record(task="beta.task"))
+    assert await writes.commit(Scripts(ar))
+
+    assert task_of(r, keys, "b")[b"task"] == b"beta.task"
+    old = task_of(r, keys, "a")
+    assert b"task" not in old, "a lost name reads as empty, never as another"
+    assert old[b"queue"] == b"app:queue:billing", "queues are never numbers"
+
+
+async def test_a_lost_number_count_or_way_back_is_mended(ar, r, keys):
+    writes = Writes()
+    writes.store((keys.tasks, keys.names), "a", record(task="alpha.task"))
+    assert await writes.commit(Scripts(ar))
+    number = r.hget(keys.names, "=alpha.task").decode()
+    r.hdel(keys.names, "last", f"#{number}")
+    writes = Writes()
+    writes.store((keys.tasks, keys.names), "b", record(task="alpha.task"))
+    writes.store((keys.tasks, keys.names), "c", record(task="gamma.task"))
+    assert await writes.commit(Scripts(ar))
+
+    assert task_of(r, keys, "a")[b"task"] == b"alpha.task"
+    assert task_of(r, keys, "c")[b"task"] == b"gamma.task"
+
+
+BAD_RECORDS = {
+    "garbage": b"\xc1\xc1",
+    "a map": msgspec.msgpack.encode({"state": 1}),
+    "too short": msgspec.msgpack.encode([1, 1, 0]),
+    "more not a map": msgspec.msgpack.encode(
+        [1, 1, 0, "t", "c", "p", "1.0", "q:bad", "p", "", "", "", "x"]
+    ),
+    "payload not text": msgspec.msgpack.encode(
+        [1, 1, 0, "t", "c", "p", "1.0", "q:bad", {"a": 1}, "", "", ""]
+    ),
+}
+
+
+async def test_records_recoveryd_did_not_write_are_dropped_not_pushed(ar, r, keys):
+    for task_id, raw in BAD_RECORDS.items():
+        r.hset(keys.tasks, task_id, raw)
+    put_task(r, keys, "good", queue="q:good", payload="fine")
+    r.zadd(keys.retry, dict.fromkeys([*BAD_RECORDS, "good"], 1))
+    loop = DispatchLoop(ar, Scripts(ar), keys, Alarm("retry"), Link(), batch=100)
+
+    result = await loop.dispatch_due()
+
+    assert (result.dispatched, result.orphans) == (1, len(BAD_RECORDS))
+    assert r.lrange("q:good", 0, -1) == [b"fine"]
+    assert not r.exists("q:bad")
+    assert r.zcard(keys.retry) == 0
+    assert tasks.read_sync(r, keys, list(BAD_RECORDS)) == [None] * len(BAD_RECORDS)
+
+
+async def test_a_names_hash_of_the_wrong_type_parks_records_with_why(
+    ar, r, keys, runtime
+):
+    put_task(r, keys, "known", queue="q")
+    r.delete(keys.names)
+    r.set(keys.names, "not a hash")
+    intake = Intake(
+        ar, Scripts(ar), "test:1:n", lambda: runtime, Link(), Alarm("retry"), set
+    )
+    for task_id in ("known", "new"):
+        record = {"id": task_id, "task": "t", "queue": "q", "error": "timed out"}
+        r.lpush(keys.failures, json.dumps(record))
+
+    assert await intake.step(block_s=0) == 2
+
+    parked = [json.loads(raw)["reason"] for raw in r.lrange(keys.invalid, 0, -1)]
+    assert len(parked) == 2
+    assert all("recoveryd:names is a string, not a hash" in why for why in parked)
+    assert r.zcard(keys.retry) == 0
