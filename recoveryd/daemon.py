@@ -135,12 +135,23 @@ class Daemon:
                     self.runtime.keys,
                     await time_ms(self.redis),
                     round(self.runtime.config.retry.task_ttl_s * 1000),
+                    self._moving,
                 )
                 await self.consumers.beat()
                 self.link.ok("startup")
                 return
             except REDIS_AWAY as exc:
                 await self.link.wait_out(exc, "startup")
+
+    def _moving(self, moved: int) -> None:
+        """Progress of moving an earlier version's tasks, before READY."""
+        if moved % 50_000 == 0:
+            log.info("moved %d tasks kept by an earlier version so far", moved)
+        # Each chunk is quick; systemd's start timeout is given a minute more.
+        self.systemd.notify(
+            "EXTEND_TIMEOUT_USEC=60000000",
+            f"STATUS=moving tasks kept by an earlier version: {moved} done",
+        )
 
     def status_line(self) -> str:
         """One line for `systemctl status`: what has been done, and Redis's state."""

@@ -13,7 +13,7 @@ and later starts skip the walk over the keyspace.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 # The field of the names hash that says no old task key is left.
 MOVED = "legacy_moved"
+# Old task keys moved per round of pipelined calls.
+CHUNK = 1000
+
+Progress = Callable[[int], None]
 
 # KEYS: tasks, names, old task key, its payload key, done.  ARGV: task id,
 # record (MessagePack, names as text), when a recovered task is forgotten.
@@ -49,38 +53,79 @@ return 1
 )
 
 
-async def move_legacy_tasks(redis: Redis, keys: Keys, now_ms: int, keep_ms: int) -> int:
-    """Move every task an earlier version kept in a key of its own; how many."""
+async def move_legacy_tasks(
+    redis: Redis,
+    keys: Keys,
+    now_ms: int,
+    keep_ms: int,
+    progress: Progress | None = None,
+) -> int:
+    """Move every task an earlier version kept in a key of its own; how many.
+
+    ``progress(moved)`` is called after each chunk. With the tasks or names
+    hash not a hash, nothing is moved: the error is logged, and the next
+    start tries again.
+    """
+    try:
+        return await _move(redis, keys, now_ms, keep_ms, progress)
+    except ResponseError as exc:
+        log.error("cannot move the tasks an earlier version kept: %s", exc)
+        return 0
+
+
+async def _move(
+    redis: Redis, keys: Keys, now_ms: int, keep_ms: int, progress: Progress | None
+) -> int:
     if await _call(redis.hexists(keys.names, MOVED)):
         return 0
-    prefix = keys.legacy_task_prefix
+    pattern = _glob_escape(keys.legacy_task_prefix) + "*"
     script = redis.register_script(_MOVE)
     moved = 0
-    async for raw in redis.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
-        key = raw.decode(errors="replace")
-        task_id = key[len(prefix) :]
-        try:
-            flat = await _call(redis.hgetall(key))
-        except ResponseError as exc:  # a key of another type: not ours to move
-            log.warning("left %s where it is: %s", key, exc)
-            continue
-        fields: dict[str, Any] = {name.decode(): value for name, value in flat.items()}
-        payload_key = f"{keys.prefix}:payload:{task_id}"
-        if "payload" not in fields and fields.get("queue"):
-            payload = await _call(redis.get(payload_key))
-            if payload is not None:
-                fields["payload"] = payload
-        record = tasks.pack(tasks.record_from(fields))
-        moved += int(
-            await script(
-                keys=[keys.tasks, keys.names, key, payload_key, keys.done],
-                args=[task_id, record, now_ms + keep_ms],
-            )
-        )
+    chunk: list[str] = []
+    async for raw in redis.scan_iter(match=pattern, count=CHUNK):
+        chunk.append(raw.decode(errors="replace"))
+        if len(chunk) == CHUNK:
+            moved += await _move_chunk(redis, keys, script, chunk, now_ms + keep_ms)
+            chunk = []
+            if progress is not None:
+                progress(moved)
+    if chunk:
+        moved += await _move_chunk(redis, keys, script, chunk, now_ms + keep_ms)
     await _call(redis.hset(keys.names, MOVED, now_ms))
     if moved:
         log.info("moved %d tasks kept by an earlier version into %s", moved, keys.tasks)
     return moved
+
+
+async def _move_chunk(
+    redis: Redis, keys: Keys, script: Any, old_keys: list[str], forget_at: int
+) -> int:
+    """Move the tasks of ``old_keys``, in three pipelined round trips."""
+    prefix = keys.legacy_task_prefix
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in old_keys:
+            pipe.hgetall(key)
+            pipe.get(f"{keys.prefix}:payload:{key[len(prefix) :]}")
+        replies = await pipe.execute(raise_on_error=False)
+    async with redis.pipeline(transaction=False) as pipe:
+        for i, key in enumerate(old_keys):
+            flat, payload = replies[2 * i], replies[2 * i + 1]
+            if isinstance(flat, Exception):  # another type: not ours to move
+                log.warning("left %s where it is: %s", key, flat)
+                continue
+            task_id = key[len(prefix) :]
+            fields: dict[str, Any] = {name.decode(): v for name, v in flat.items()}
+            if "payload" not in fields and isinstance(payload, bytes):
+                fields["payload"] = payload
+            record = tasks.pack(tasks.record_from(fields))
+            payload_key = f"{keys.prefix}:payload:{task_id}"
+            await script(
+                keys=[keys.tasks, keys.names, key, payload_key, keys.done],
+                args=[task_id, record, forget_at],
+                client=pipe,
+            )
+        done = await pipe.execute()
+    return sum(int(n) for n in done)
 
 
 def _glob_escape(text: str) -> str:

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import json
 
+from recoveryd import migrate
 from recoveryd.migrate import MOVED, move_legacy_tasks
 from tests.conftest import put_task, task_of, wait_for
 
 NOW = 1_700_000_000_000
 KEEP = 7 * 86_400_000
+
+
+async def test_many_old_tasks_move_in_chunks_with_progress(ar, r, keys, monkeypatch):
+    monkeypatch.setattr(migrate, "CHUNK", 7)
+    pipe = r.pipeline(transaction=False)
+    for i in range(50):
+        pipe.hset(f"recoveryd:task:m{i}", mapping={"state": "dead", "queue": "q"})
+    pipe.execute()
+    seen: list[int] = []
+
+    assert await move_legacy_tasks(ar, keys, NOW, KEEP, seen.append) == 50
+
+    assert r.hlen(keys.tasks) == 50
+    assert seen == [7 * n for n in range(1, 8)]
+    assert not r.keys("recoveryd:task:*")
+
+
+async def test_a_broken_names_hash_stops_the_move_not_the_daemon(ar, r, keys):
+    r.set(keys.names, "not a hash")
+    r.hset("recoveryd:task:t1", mapping={"state": "scheduled", "queue": "q"})
+
+    assert await move_legacy_tasks(ar, keys, NOW, KEEP) == 0
+
+    assert r.exists("recoveryd:task:t1"), "left to be moved once mended"
 
 
 async def test_old_task_keys_are_moved_with_all_they_held(ar, r, keys):
