@@ -25,7 +25,7 @@ ends it: ``scheduled`` in ``<p>:retry``, ``held`` in its pause's held set,
 ``dispatched`` in ``<p>:watch``, ``dead`` and ``notified`` in ``<p>:dead``,
 ``recovered`` and ``succeeded`` in ``<p>:done`` (scored by when they are
 forgotten). The scripts read and write records (see `recoveryd.scripts`);
-Python reads them through the ``FIELDS`` script, as ``HMGET`` would give
+Python reads them through the ``READ`` script, as ``HMGET`` would give
 them.
 """
 
