@@ -24,7 +24,6 @@ from typing import Protocol
 import anyio
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from recoveryd import adaptive, analysis, scan
 from recoveryd.config import Config, ScheduleSettings
@@ -256,11 +255,12 @@ class JobRunner:
             except Exception as exc:
                 outcome = exc
             tg.cancel_scope.cancel()
-        if isinstance(outcome, RedisError | OSError):
+        if isinstance(outcome, REDIS_AWAY):
             raise outcome  # the lease runs out and the job is tried again
         if isinstance(outcome, Exception):
-            # A bug in one job must not stop the others, nor run it again
-            # at once: the failed run counts as the period's.
+            # A bug in one job, or a reply Redis refused (a key of the wrong
+            # type), must not stop the others, nor run it again at once:
+            # the failed run counts as the period's.
             log.error("the %s job failed", job.name, exc_info=outcome)
             outcome = JobResult(summary=f"failed: {type(outcome).__name__}: {outcome}")
         outcome.name, outcome.started_ms = job.name, started_ms

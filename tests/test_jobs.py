@@ -7,6 +7,7 @@ from datetime import datetime
 from itertools import pairwise
 
 import pytest
+from redis.exceptions import ResponseError
 
 from recoveryd.config import parse_config
 from recoveryd.jobs import (
@@ -144,18 +145,24 @@ async def test_run_now_counts_as_the_periods_run(ar, runtime):
     assert body.starts == [T0, T0 + 4_000]
 
 
-async def test_a_failing_job_does_not_stop_the_next_one(ar, runtime):
+@pytest.mark.parametrize(
+    "error",
+    [ZeroDivisionError("a bug"), ResponseError("WRONGTYPE a key of the wrong type")],
+)
+async def test_a_failing_job_does_not_stop_the_next_one(ar, runtime, error):
     clock = FakeClock()
     body = Counting()
 
     async def broken(now_ms: int) -> JobResult:
-        raise ZeroDivisionError("a bug")
+        raise error
 
     jobs = (Job("broken", lambda: 10.0, broken), Job("count", lambda: 10.0, body))
     one = runner(ar, runtime, "one", clock, *jobs)
     await one.tick()
     assert body.starts == [T0]
-    assert one.ran[0].summary.startswith("failed: ZeroDivisionError")
+    assert one.ran[0].summary.startswith(f"failed: {type(error).__name__}")
+    job = await ar.hgetall(runtime.keys.job("broken"))
+    assert b"owner" not in job, "its lease is given up"
     # The failed run counts as the period's: no hot loop on a bug.
     clock.now = T0 + 1_000
     await one.tick()
