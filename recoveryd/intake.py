@@ -452,7 +452,9 @@ class Intake:
         every record behind it.
         """
         mark = len(writes)
-        if not isinstance(item, InvalidRecord) and item.task_id in batch.unreadable:
+        # A success report for such a task is only counted, as for one
+        # unknown here; a failure is parked, for it cannot be told apart.
+        if isinstance(item, FailureRecord) and item.task_id in batch.unreadable:
             reason = "its task's record cannot be read: "
             item = InvalidRecord(reason=reason + batch.unreadable[item.task_id])
         task_id = None if isinstance(item, InvalidRecord) else item.task_id
@@ -505,7 +507,10 @@ class Intake:
             if isinstance(fields, bytes):
                 batch.unreadable[task_id] = fields.decode(errors="replace")[:200]
             elif fields is not None:
-                known[task_id] = _known(fields)
+                try:
+                    known[task_id] = _known(fields)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    batch.unreadable[task_id] = f"its fields do not read: {exc}"[:200]
         return known
 
     def _handle(
@@ -879,7 +884,8 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 
 def _known(fields: list[bytes | None]) -> _Known:
     attempt, history, state, category, pattern, failed_at, error = (
-        value.decode() if value is not None else None for value in fields
+        value.decode(errors="replace") if value is not None else None
+        for value in fields
     )
     past = _load_history(history.encode() if history else None)
     if not past and attempt:

@@ -362,7 +362,8 @@ def _notice(
     fields: dict[str, bytes | None],
     now_ms: int,
 ) -> Notification:
-    attempt = int(_text(fields["attempt"]) or 1)
+    digits = _text(fields["attempt"])
+    attempt = int(digits) if digits.isdigit() else 1
     if _text(fields["state"]) == "dead":
         reason = _text(fields["reason"]) or "retries exhausted"
         return for_dead_task(

@@ -235,17 +235,36 @@ local function plain(value)
     return kind == 'string' or kind == 'number'
 end
 
--- A stored record, or nil when it is not one recoveryd wrote: every field
--- up to the history text or a number, ``more`` absent or a map of them.
+local function whole(value)
+    return type(value) == 'number' and value == math.floor(value)
+        or type(value) == 'string' and string.find(value, '^%d+$') ~= nil
+end
+
+-- What each field up to the history must be: a whole number (the attempt
+-- may be one too big for a Lua number, kept as its digits), a name (its
+-- number or its text), or text.
+local KIND = {{
+    [STATE] = 'state', [ATTEMPT] = 'whole', [FAILED_AT] = 'whole',
+    [TASK] = 'name', [CATEGORY] = 'name', [PATTERN] = 'name',
+    [CONFIDENCE] = 'text', [QUEUE] = 'text', [PAYLOAD] = 'text',
+    [ERROR_TYPE] = 'name', [ERROR] = 'text', [HISTORY] = 'text',
+}}
+
+local function fits(kind, value)
+    if kind == 'state' then return STATES[value] ~= nil end
+    if kind == 'whole' then return whole(value) end
+    if kind == 'name' then return plain(value) end
+    return type(value) == 'string'
+end
+
+-- A stored record, or nil when it is not one recoveryd wrote: each field
+-- up to the history of its kind, ``more`` absent or a map of plain values.
 local function decode_task(raw)
     local ok, t = pcall(cmsgpack.unpack, raw)
-    if not ok or type(t) ~= 'table' or #t < HISTORY or not STATES[t[STATE]] then
-        return nil
-    end
+    if not ok or type(t) ~= 'table' or #t < HISTORY then return nil end
     for i = 1, HISTORY do
-        if not plain(t[i]) then return nil end
+        if not fits(KIND[i], t[i]) then return nil end
     end
-    if type(t[PAYLOAD]) ~= 'string' then return nil end
     local more = t[MORE]
     if more == nil then return t end
     if type(more) ~= 'table' then return nil end
@@ -253,6 +272,15 @@ local function decode_task(raw)
         if type(name) ~= 'string' or not plain(value) then return nil end
     end
     return t
+end
+
+-- Stops the script, before it writes anything, when ``key`` holds
+-- another type than ``kind``: the error names the key.
+local function expect(key, kind)
+    local found = redis.call('TYPE', key).ok
+    if found ~= kind and found ~= 'none' then
+        error(key .. ' is a ' .. found .. ', not a ' .. kind)
+    end
 end
 
 -- A task's record, or nil when there is none or it cannot be read.
@@ -281,13 +309,19 @@ end
 
 local names_seen, numbers_seen = {{}}, {{}}
 
+-- A number as the names hash spells it (Lua would write a big one as
+-- 1.7e+15).
+local function spelled(number)
+    return string.format('%.0f', number)
+end
+
 -- The name a stored value stands for.
 local function name_of(names, value)
     if type(value) ~= 'number' then return value or '' end
     local name = names_seen[value]
     if not name then
         -- A names hash that is not one reads as no names at all.
-        local ok, found = pcall(redis.call, 'HGET', names, '#' .. value)
+        local ok, found = pcall(redis.call, 'HGET', names, '#' .. spelled(value))
         name = ok and found or ''
         names_seen[value] = name
     end
@@ -302,14 +336,16 @@ local function new_number(tasks, names, name)
         last = 0
         if redis.call('HLEN', tasks) > 0 then
             -- Begun afresh beside stored tasks, the old names lost: numbers
-            -- start far from theirs, so none means another name now.
-            last = tonumber(redis.call('TIME')[1]) * 1000
+            -- start at the microsecond, far from any given before, so none
+            -- means another name now.
+            local clock = redis.call('TIME')
+            last = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
         end
     end
     repeat
         last = last + 1
-    until redis.call('HSETNX', names, '#' .. last, name) == 1
-    redis.call('HSET', names, 'last', last, '=' .. name, last)
+    until redis.call('HSETNX', names, '#' .. spelled(last), name) == 1
+    redis.call('HSET', names, 'last', spelled(last), '=' .. name, spelled(last))
     return last
 end
 
@@ -323,8 +359,8 @@ local function number_of(tasks, names, name)
     number = tonumber(redis.call('HGET', names, '=' .. name))
     -- A number whose way back was lost is given it again; one that now
     -- names something else is not this name's any more.
-    if not number or (redis.call('HSETNX', names, '#' .. number, name) == 0
-            and redis.call('HGET', names, '#' .. number) ~= name) then
+    if not number or (redis.call('HSETNX', names, '#' .. spelled(number), name) == 0
+            and redis.call('HGET', names, '#' .. spelled(number)) ~= name) then
         number = new_number(tasks, names, name)
     end
     numbers_seen[name] = number

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import msgspec
+import pytest
+from redis.exceptions import ResponseError
 
 from recoveryd import tasks
 from recoveryd.connection import Link
@@ -114,6 +116,23 @@ async def test_a_lost_names_hash_never_lends_a_number_to_another_name(ar, r, key
     assert b"task" not in old, "a lost name reads as empty, never as another"
     assert old[b"queue"] == b"app:queue:billing", "queues are never numbers"
 
+    # Lost again at once, with many names given in between.
+    writes = Writes()
+    for i in range(300):
+        writes.store((keys.tasks, keys.names), f"b{i}", record(task=f"beta.{i}"))
+    assert await writes.commit(Scripts(ar))
+    r.delete(keys.names)
+    writes = Writes()
+    for i in range(300):
+        writes.store((keys.tasks, keys.names), f"c{i}", record(task=f"gamma.{i}"))
+    assert await writes.commit(Scripts(ar))
+
+    mislabelled = [
+        i for i in range(300) if task_of(r, keys, f"b{i}").get(b"task", b"") != b""
+    ]
+    assert mislabelled == []
+    assert task_of(r, keys, "c299")[b"task"] == b"gamma.299"
+
 
 async def test_a_lost_number_count_or_way_back_is_mended(ar, r, keys):
     writes = Writes()
@@ -139,6 +158,15 @@ BAD_RECORDS = {
     ),
     "payload not text": msgspec.msgpack.encode(
         [1, 1, 0, "t", "c", "p", "1.0", "q:bad", {"a": 1}, "", "", ""]
+    ),
+    "attempt not a number": msgspec.msgpack.encode(
+        [1, "abc", 0, "t", "c", "p", "1.0", "q:bad", "p", "", "", ""]
+    ),
+    "time not a number": msgspec.msgpack.encode(
+        [1, 1, "yesterday", "t", "c", "p", "1.0", "q:bad", "p", "", "", ""]
+    ),
+    "queue a number": msgspec.msgpack.encode(
+        [1, 1, 0, "t", "c", "p", "1.0", 7, "p", "", "", ""]
     ),
 }
 
@@ -178,3 +206,40 @@ async def test_a_names_hash_of_the_wrong_type_parks_records_with_why(
     assert len(parked) == 2
     assert all("recoveryd:names is a string, not a hash" in why for why in parked)
     assert r.zcard(keys.retry) == 0
+
+
+async def test_a_failure_of_a_task_with_an_unreadable_record_is_parked(
+    ar, r, keys, runtime
+):
+    fields = [1, 1, 0, "t", "c", "p", "1.0", "q", "p", "", "", ""]
+    r.hset(keys.tasks, "odd", BAD_RECORDS["attempt not a number"])
+    # Text that is not UTF-8 reads with replacement characters.
+    r.hset(keys.tasks, "mojibake", msgspec.msgpack.encode(fields)[:-1] + b"\xa1\xff")
+    intake = Intake(
+        ar, Scripts(ar), "test:1:u", lambda: runtime, Link(), Alarm("retry"), set
+    )
+    for task_id in ("odd", "mojibake", "fine"):
+        record = {"id": task_id, "task": "t", "queue": "q", "error": "timed out"}
+        r.lpush(keys.failures, json.dumps(record))
+    r.lpush(keys.failures, json.dumps({"id": "odd", "ok": True}))
+
+    assert await intake.step(block_s=0) == 4
+
+    assert sorted(r.zrange(keys.retry, 0, -1)) == [b"fine", b"mojibake"]
+    assert task_of(r, keys, "mojibake")[b"attempt"] == b"2"
+    [parked] = [json.loads(raw) for raw in r.lrange(keys.invalid, 0, -1)]
+    assert "record cannot be read" in parked["reason"]
+    assert r.hget(keys.stats, "ok_reports") == b"1", "a success is never parked"
+
+
+async def test_a_tasks_key_of_the_wrong_type_stops_dispatch_before_it_writes(
+    ar, r, keys
+):
+    r.set(keys.tasks, "not a hash")
+    r.zadd(keys.retry, {"t": 1})
+    loop = DispatchLoop(ar, Scripts(ar), keys, Alarm("retry"), Link(), batch=100)
+
+    with pytest.raises(ResponseError, match="recoveryd:tasks is a string, not a hash"):
+        await loop.dispatch_due()
+
+    assert r.zrange(keys.retry, 0, -1) == [b"t"], "nothing lost"
