@@ -15,7 +15,9 @@ import logging
 import math
 from collections.abc import Callable
 
+import anyio
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from recoveryd.connection import REDIS_AWAY, Link
 from recoveryd.history import KEEP_MS
@@ -27,6 +29,10 @@ from recoveryd.wake import Alarm
 __all__ = ["DispatchLoop", "DispatchResult"]
 
 log = logging.getLogger(__name__)
+
+# How long dispatch waits before trying again after Redis refused its script
+# (a key of the wrong type): long enough not to flood the log.
+STUCK_S = 10.0
 
 
 class DispatchResult:
@@ -85,6 +91,11 @@ class DispatchLoop:
                 self._link.ok("dispatch")
             except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "dispatch")
+                continue
+            except ResponseError as exc:
+                # A key of the wrong type: nothing was dispatched or lost.
+                log.error("cannot dispatch: %s; trying again in %gs", exc, STUCK_S)
+                await anyio.sleep(STUCK_S)
                 continue
             if result.popped >= self.batch:
                 continue

@@ -49,6 +49,9 @@ class Housekeeping:
             except REDIS_AWAY as exc:
                 await self._link.wait_out(exc, "housekeeping")
                 continue
+            except ResponseError as exc:
+                # A key of the wrong type: said each round, nothing evicted.
+                log.error("housekeeping cannot run: %s", exc)
             await anyio.sleep(EVERY_S)
 
     async def trim(self) -> tuple[int, int, int]:

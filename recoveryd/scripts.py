@@ -330,6 +330,9 @@ DISPATCH = (
 local due = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[1])
 local tasks, names = KEYS[6], KEYS[7]
+expect(tasks, 'hash')
+expect(KEYS[4], 'zset')
+expect(KEYS[5], 'zset')
 local dispatched, orphans, held, unpushable = 0, 0, 0, 0
 local by_category, late = {}, {}
 local pauses, paused, watch = {}, false, {}
@@ -476,7 +479,10 @@ return out
 
 # KEYS: dead, stats, tasks.  ARGV: oldest score kept, most entries kept.
 # Returns how many dead tasks were evicted, by age and by count.
-TRIM_DEAD = """
+TRIM_DEAD = (
+    _TASKS
+    + """
+expect(KEYS[3], 'hash')
 local function evict(ids)
     for _, id in ipairs(ids) do
         redis.call('HDEL', KEYS[3], id)
@@ -495,6 +501,7 @@ if by_age + by_count > 0 then
 end
 return {by_age, by_count}
 """
+)
 
 # KEYS: done, tasks.  ARGV: now ms, most ids at once.
 # Forgets the recovered and succeeded tasks whose time is up; one that
@@ -503,6 +510,7 @@ return {by_age, by_count}
 TRIM_DONE = (
     _TASKS
     + """
+expect(KEYS[2], 'hash')
 local ids = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local forgotten = 0
@@ -606,6 +614,8 @@ return {released, dropped, last, redis.call('ZCARD', KEYS[1])}
 SWEEP = (
     _TASKS
     + """
+expect(KEYS[1], 'hash')
+for i = 2, 5 do expect(KEYS[i], 'zset') end
 local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', tonumber(ARGV[2]))
 local now, found = tonumber(ARGV[3]), page[2]
 local out, repaired = {page[1], #found / 2, 0}, 0
@@ -657,6 +667,8 @@ SETTLE = (
     _COUNT
     + _TASKS
     + """
+expect(KEYS[3], 'hash')
+expect(KEYS[5], 'zset')
 local ids = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local now = tonumber(ARGV[2])
