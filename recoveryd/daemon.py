@@ -45,6 +45,9 @@ __all__ = ["Daemon", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
+# Tasks moved from an earlier version's keys between progress lines.
+MOVE_LOG_EVERY = 50_000
+
 STOP_GRACE_S = 10.0
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0
@@ -97,6 +100,7 @@ class Daemon:
         self._intake_scope = anyio.CancelScope()
         self._intake_stopped = anyio.Event()
         self.systemd = SystemdNotifier()
+        self._move_logged = 0
         self._channels_scope = anyio.CancelScope()
         # Set by a reload that changes [notify]; the channels loop rebuilds.
         self._channels_stale = False
@@ -145,7 +149,8 @@ class Daemon:
 
     def _moving(self, moved: int) -> None:
         """Progress of moving an earlier version's tasks, before READY."""
-        if moved % 50_000 == 0:
+        if moved // MOVE_LOG_EVERY > self._move_logged:
+            self._move_logged = moved // MOVE_LOG_EVERY
             log.info("moved %d tasks kept by an earlier version so far", moved)
         # Each chunk is quick; systemd's start timeout is given a minute more.
         self.systemd.notify(
