@@ -544,7 +544,7 @@ def _run_job(args: argparse.Namespace, name: str) -> int:
     else:
         print(result.summary)
         print(f"report: {result.report}")
-    return 0
+    return EXIT_NOT_DONE if result.summary.startswith("failed:") else 0
 
 
 def _matcher(text: str, config: Config, *, silence: bool = False) -> str:

@@ -509,7 +509,7 @@ class Intake:
             elif fields is not None:
                 try:
                     known[task_id] = _known(fields)
-                except (ValueError, UnicodeDecodeError) as exc:
+                except (ValueError, UnicodeDecodeError, OverflowError) as exc:
                     batch.unreadable[task_id] = f"its fields do not read: {exc}"[:200]
         return known
 
@@ -729,9 +729,11 @@ class Intake:
         if past.state == "dispatched":
             category = past.category or "unknown"
             past.state = Outcome.RECOVERED
-            writes.mark(keys.tasks, task_id, past.state, recovered_at=batch.now_ms)
+            done = (keys.done, forget_at)
+            writes.mark(
+                keys.tasks, task_id, past.state, done, recovered_at=batch.now_ms
+            )
             writes.zrem(keys.watch, task_id)
-            writes.zadd(keys.done, {task_id: forget_at})
             batch.tally[Outcome.RECOVERED] += 1
             batch.history.update(
                 ("recovered", f"recovered:{category}", f"reported_ok:{category}")
@@ -740,10 +742,10 @@ class Intake:
         # It succeeded on its own, while a retry was pending or after it was
         # given up: that retry is not needed, and it is no longer dead.
         past.state = Outcome.SUCCEEDED
-        writes.mark(keys.tasks, task_id, past.state, succeeded_at=batch.now_ms)
+        done = (keys.done, forget_at)
+        writes.mark(keys.tasks, task_id, past.state, done, succeeded_at=batch.now_ms)
         writes.zrem(keys.retry, task_id)
         writes.zrem(keys.dead, task_id)
-        writes.zadd(keys.done, {task_id: forget_at})
         # DEBUG: a burst of reports must not become a burst of log lines;
         # the batch's tally counts them.
         log.debug("task %s reported a success; its retry is cancelled", task_id)

@@ -302,12 +302,15 @@ class _Scanner:
 
     async def never_alerted(self) -> Finding:
         finding = Finding(action="notified now")
-        ids = [
-            raw.decode()
-            for raw in await self.redis.zrangebyscore(
+        try:
+            dead = await self.redis.zrangebyscore(
                 self.keys.dead, self.start_ms, self.now_ms
             )
-        ]
+        except ResponseError as exc:
+            log.error("scan: cannot read the dead set %s: %s", self.keys.dead, exc)
+            finding.action += f"; not read: {exc}"
+            return finding
+        ids = [raw.decode() for raw in dead]
         self.examined["dead_tasks"] = len(ids)
         silences = Silences.from_hash(
             await _hgetall(self.redis, self.keys.silences), self.now_ms
@@ -349,7 +352,7 @@ class _Scanner:
                 notify.enqueue(pipe, self.keys, message, quiet, self.now_ms)
             await self.scripts.mark(
                 keys=[self.keys.tasks],
-                args=[task_id, "", "alerted_at", self.now_ms],
+                args=[task_id, "", "", 0, "alerted_at", self.now_ms],
                 client=pipe,
             )
             await pipe.execute()

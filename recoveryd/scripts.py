@@ -45,12 +45,15 @@ end
 
 # Changes a known task's state (unless ``state`` is '') and sets the
 # name/value pairs that follow in its ``more``; a task Redis does not know
-# is left unknown. Used by COMMIT's +mark and by MARK.
+# is left unknown. With an ``index`` (a sorted set, '' for none) the task
+# is first added there with ``score``. Used by COMMIT's +mark and by MARK.
 _MARK = """
-local function mark_task(tasks, id, state, pairs_at, args)
+local function mark_task(tasks, id, state, index, score, pairs_at, args)
     local t = load_task(tasks, id)
     if not t then return 0 end
     if state ~= '' then t[STATE] = STATE_OF[state] end
+    -- Its index first: if that is refused, nothing is written.
+    if index ~= '' then redis.call('ZADD', index, score, id) end
     for i = pairs_at, #args, 2 do set_more(t, args[i], args[i + 1]) end
     store_task(tasks, id, t)
     return 1
@@ -66,7 +69,8 @@ end
 #
 # store: {'+store', tasks, names, id, record}: the task's record stored.
 #
-# mark: {'+mark', tasks, id, state, name, value, ...}: see mark_task.
+# mark: {'+mark', tasks, id, state, index, score, name, value, ...}: see
+# mark_task.
 #
 # group: {'+group', group, open groups, wake channel, now ms, window ms,
 # group id, task id, most sample ids, notification, channel names
@@ -119,7 +123,7 @@ local function store(op)
 end
 
 local function mark(op)
-    mark_task(op[2], op[3], op[4], 5, op)
+    mark_task(op[2], op[3], op[4], op[5], op[6], 7, op)
 end
 
 local function add_due(key)
@@ -482,6 +486,7 @@ return out
 TRIM_DEAD = (
     _TASKS
     + """
+expect(KEYS[1], 'zset')
 expect(KEYS[3], 'hash')
 local function evict(ids)
     for _, id in ipairs(ids) do
@@ -510,6 +515,7 @@ return {by_age, by_count}
 TRIM_DONE = (
     _TASKS
     + """
+expect(KEYS[1], 'zset')
 expect(KEYS[2], 'hash')
 local ids = redis.call(
     'ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -558,13 +564,14 @@ return was
 """
 )
 
-# KEYS: tasks.  ARGV: task id, state ('' to keep it), then name, value, ...
-# See mark_task; returns 1, or 0 for a task Redis does not know.
+# KEYS: tasks.  ARGV: task id, state ('' to keep it), index ('' for none),
+# score, then name, value, ... See mark_task; returns 1, or 0 for a task
+# Redis does not know.
 MARK = (
     _TASKS
     + _MARK
     + """
-return mark_task(KEYS[1], ARGV[1], ARGV[2], 3, ARGV)
+return mark_task(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 5, ARGV)
 """
 )
 
@@ -667,6 +674,7 @@ SETTLE = (
     _COUNT
     + _TASKS
     + """
+expect(KEYS[1], 'zset')
 expect(KEYS[3], 'hash')
 expect(KEYS[5], 'zset')
 local ids = redis.call(

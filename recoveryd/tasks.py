@@ -244,7 +244,7 @@ end
 -- may be one too big for a Lua number, kept as its digits), a name (its
 -- number or its text), or text.
 local KIND = {{
-    [STATE] = 'state', [ATTEMPT] = 'whole', [FAILED_AT] = 'whole',
+    [STATE] = 'state', [ATTEMPT] = 'whole', [FAILED_AT] = 'time',
     [TASK] = 'name', [CATEGORY] = 'name', [PATTERN] = 'name',
     [CONFIDENCE] = 'text', [QUEUE] = 'text', [PAYLOAD] = 'text',
     [ERROR_TYPE] = 'name', [ERROR] = 'text', [HISTORY] = 'text',
@@ -253,6 +253,11 @@ local KIND = {{
 local function fits(kind, value)
     if kind == 'state' then return STATES[value] ~= nil end
     if kind == 'whole' then return whole(value) end
+    -- Milliseconds from 1970 to the end of 9999, as intake writes them.
+    if kind == 'time' then
+        return type(value) == 'number' and whole(value)
+            and value >= 0 and value < 253402300800000
+    end
     if kind == 'name' then return plain(value) end
     return type(value) == 'string'
 end

@@ -109,9 +109,20 @@ class Writes:
         """Store a task's record (see `schedule`); any bytes go as text."""
         self._ops.append(["+store", *keys, task_id, _record(task)])
 
-    def mark(self, tasks: str, task_id: str, state: str, **more: _Value) -> None:
-        """Set a known task's state ('' keeps it) and what its ``more`` holds."""
-        op: list[Any] = ["+mark", tasks, task_id, state]
+    def mark(
+        self,
+        tasks: str,
+        task_id: str,
+        state: str,
+        index: tuple[str, int] | None = None,
+        **more: _Value,
+    ) -> None:
+        """Set a known task's state ('' keeps it) and what its ``more`` holds.
+
+        ``index``: the sorted set and score a recovered or succeeded task
+        goes in, added before anything is written.
+        """
+        op: list[Any] = ["+mark", tasks, task_id, state, *(index or ("", 0))]
         op += _args(chain.from_iterable(more.items()))
         self._ops.append(op)
 

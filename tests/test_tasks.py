@@ -165,6 +165,12 @@ BAD_RECORDS = {
     "time not a number": msgspec.msgpack.encode(
         [1, 1, "yesterday", "t", "c", "p", "1.0", "q:bad", "p", "", "", ""]
     ),
+    "time as digits": msgspec.msgpack.encode(
+        [1, 1, "100000000000000000000", "t", "c", "p", "1.0", "q:bad", "p", "", "", ""]
+    ),
+    "time past 9999": msgspec.msgpack.encode(
+        [1, 1, 300_000_000_000_000, "t", "c", "p", "1.0", "q:bad", "p", "", "", ""]
+    ),
     "queue a number": msgspec.msgpack.encode(
         [1, 1, 0, "t", "c", "p", "1.0", 7, "p", "", "", ""]
     ),
@@ -243,3 +249,17 @@ async def test_a_tasks_key_of_the_wrong_type_stops_dispatch_before_it_writes(
         await loop.dispatch_due()
 
     assert r.zrange(keys.retry, 0, -1) == [b"t"], "nothing lost"
+
+
+async def test_a_success_whose_index_is_refused_writes_nothing(ar, r, keys, runtime):
+    put_task(r, keys, "k0", state="dispatched", queue="q")
+    r.zadd(keys.watch, {"k0": 1})
+    r.set(keys.done, "not a sorted set")
+    intake = Intake(
+        ar, Scripts(ar), "test:1:d", lambda: runtime, Link(), Alarm("retry"), set
+    )
+    r.lpush(keys.failures, json.dumps({"id": "k0", "ok": True}))
+
+    assert await intake.step(block_s=0) == 1
+
+    assert task_of(r, keys, "k0")[b"state"] == b"dispatched", "not half done"
