@@ -180,7 +180,7 @@ async def settle(redis: Redis, scripts: Scripts, runtime: Runtime, now_ms: int) 
                 SETTLE_BATCH,
                 keys.history_prefix,
                 KEEP_MS,
-                round(runtime.config.retry.task_ttl_s * 1000),
+                runtime.config.retry.task_ttl_ms,
             ],
         )
         total += int(recovered)

@@ -120,6 +120,11 @@ class RetrySettings(_Section, kw_only=True):
     task_ttl_s: float = 7 * 86400.0
     dispatch_batch: int = 1000
 
+    @property
+    def task_ttl_ms(self) -> int:
+        """How long a recovered or succeeded task is remembered, in ms."""
+        return round(self.task_ttl_s * 1000)
+
 
 class DeadSettings(_Section, kw_only=True):
     max_age_s: float = 30 * 86400.0

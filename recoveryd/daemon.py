@@ -138,7 +138,7 @@ class Daemon:
                     self.redis,
                     self.runtime.keys,
                     await time_ms(self.redis),
-                    round(self.runtime.config.retry.task_ttl_s * 1000),
+                    self.runtime.config.retry.task_ttl_ms,
                     self._moving,
                 )
                 await self.consumers.beat()

@@ -135,7 +135,7 @@ class _Batch:
     groups: dict[str, bool] = field(default_factory=dict)
     # Records parked for a bug in handling them.
     bugs: int = 0
-    # Tasks whose key holds something other than a hash, with Redis's word.
+    # Tasks whose record cannot be read, with why (Redis's word, or ours).
     unreadable: dict[str, str] = field(default_factory=dict)
     # What is logged after the commit, a few lines a batch at most.
     given_up: list[str] = field(default_factory=list)
@@ -725,7 +725,7 @@ class Intake:
         batch.tally["ok_reports"] += 1
         if past is None or past.state in (Outcome.RECOVERED, Outcome.SUCCEEDED):
             return  # a task unknown here, or one whose success is counted
-        forget_at = batch.now_ms + round(runtime.config.retry.task_ttl_s * 1000)
+        forget_at = batch.now_ms + runtime.config.retry.task_ttl_ms
         if past.state == "dispatched":
             category = past.category or "unknown"
             past.state = Outcome.RECOVERED

@@ -211,7 +211,7 @@ class _Scanner:
         finding = Finding(action="scheduled again")
         keys = self.keys
         index_keys = [keys.tasks, keys.retry, keys.watch, keys.dead, keys.done]
-        keep_ms = round(self.config.retry.task_ttl_s * 1000)
+        keep_ms = self.config.retry.task_ttl_ms
         cursor, examined, repaired = b"0", 0, 0
         while True:
             try:
@@ -229,7 +229,7 @@ class _Scanner:
             repaired += int(fixed)
             for raw in rescued:
                 finding.add(raw.decode())
-            if cursor in (b"0", 0, "0"):
+            if cursor == b"0":
                 break
         self.examined["tasks"] = examined
         self.examined["indexes_repaired"] = repaired
