@@ -106,6 +106,10 @@ class Keys:
         """Where versions before `tasks` kept each task, a hash per key."""
         return f"{self.prefix}:task:"
 
+    def legacy_payload(self, task_id: str) -> str:
+        """Where those versions kept a task's long payload."""
+        return f"{self.prefix}:payload:{task_id}"
+
     def history(self, minute: int) -> str:
         """Hash of one minute's counters (see `recoveryd.history`)."""
         return f"{self.prefix}:hist:{minute}"

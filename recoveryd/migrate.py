@@ -100,25 +100,26 @@ async def _move(
 async def _move_chunk(
     redis: Redis, keys: Keys, script: Any, old_keys: list[str], forget_at: int
 ) -> int:
-    """Move the tasks of ``old_keys``, in three pipelined round trips."""
-    prefix = keys.legacy_task_prefix
+    """Move the tasks of ``old_keys``, in two pipelined round trips."""
+    ids = [key[len(keys.legacy_task_prefix) :] for key in old_keys]
+    payload_keys = [keys.legacy_payload(task_id) for task_id in ids]
     async with redis.pipeline(transaction=False) as pipe:
-        for key in old_keys:
+        for key, payload_key in zip(old_keys, payload_keys, strict=True):
             pipe.hgetall(key)
-            pipe.get(f"{keys.prefix}:payload:{key[len(prefix) :]}")
+            pipe.get(payload_key)
         replies = await pipe.execute(raise_on_error=False)
     async with redis.pipeline(transaction=False) as pipe:
-        for i, key in enumerate(old_keys):
+        for i, (key, task_id, payload_key) in enumerate(
+            zip(old_keys, ids, payload_keys, strict=True)
+        ):
             flat, payload = replies[2 * i], replies[2 * i + 1]
             if isinstance(flat, Exception):  # another type: not ours to move
                 log.warning("left %s where it is: %s", key, flat)
                 continue
-            task_id = key[len(prefix) :]
             fields: dict[str, Any] = {name.decode(): v for name, v in flat.items()}
             if "payload" not in fields and isinstance(payload, bytes):
                 fields["payload"] = payload
             record = tasks.pack(tasks.record_from(fields))
-            payload_key = f"{keys.prefix}:payload:{task_id}"
             await script(
                 keys=[keys.tasks, keys.names, key, payload_key, keys.done],
                 args=[task_id, record, forget_at],
