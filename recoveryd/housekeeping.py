@@ -87,14 +87,9 @@ class Housekeeping:
         now_ms = await time_ms(self._redis)
         total = 0
         while True:
-            try:
-                forgotten, more = await self._scripts.trim_done(
-                    keys=[keys.done, keys.tasks], args=[now_ms, FORGET_CHUNK]
-                )
-            except ResponseError as exc:
-                # A key of the wrong type: said each round, and the rest runs.
-                log.error("cannot forget recovered tasks: %s", exc)
-                break
+            forgotten, more = await self._scripts.trim_done(
+                keys=[keys.done, keys.tasks], args=[now_ms, FORGET_CHUNK]
+            )
             total += int(forgotten)
             if not int(more):
                 break
