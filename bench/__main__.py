@@ -30,7 +30,15 @@ from bench.recoveryd_bench import FULL, TINY, RecoverydBench, Sizes
 from bench.report import comparisons, render, target_rows
 
 NO_PEERS = "bench.peers cannot be imported"
-MEASUREMENTS = ("idle", "ingest", "ingest_live", "dispatch", "lateness", "memory")
+MEASUREMENTS = (
+    "idle",
+    "ingest",
+    "ingest_live",
+    "dispatch",
+    "lateness",
+    "memory",
+    "memory_bare",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

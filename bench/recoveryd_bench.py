@@ -63,6 +63,7 @@ class Sizes:
     idle_s: float
     settle_s: float
     memory: int
+    memory_bare: int  # as many as the peers' bare jobs
     classify_min_s: float
 
 
@@ -74,6 +75,7 @@ FULL = Sizes(
     idle_s=60.0,
     settle_s=2.0,
     memory=1_000_000,
+    memory_bare=100_000,
     classify_min_s=1.0,
 )
 TINY = Sizes(
@@ -84,6 +86,7 @@ TINY = Sizes(
     idle_s=2.0,
     settle_s=0.5,
     memory=10_000,
+    memory_bare=1_000,
     classify_min_s=0.1,
 )
 
@@ -277,15 +280,27 @@ class RecoverydBench:
 
     def memory(self) -> dict[str, Any]:
         """Daemon RSS and Redis memory with N retries pending, put in by intake."""
-        n = self.sizes.memory
+        # A long retry-after keeps every entry pending through the run.
+        maker = RecordMaker(seed=3, families=RETRYABLE, retry_after_s=3600.0)
+        return self._fill("memory", self.sizes.memory, maker)
+
+    def memory_bare(self) -> dict[str, Any]:
+        """The same with bare records, whose payload is one float.
+
+        The counterpart of a peer's bare job, which carries its due time alone.
+        """
+        maker = RecordMaker(
+            seed=4, families=RETRYABLE, retry_after_s=3600.0, bare=True
+        )
+        return self._fill("memory_bare", self.sizes.memory_bare, maker)
+
+    def _fill(self, name: str, n: int, maker: RecordMaker) -> dict[str, Any]:
         self._fresh()
         time.sleep(0.2)
         before = int(info(self.client)["used_memory"])
-        # A long retry-after keeps every entry pending through the run.
-        maker = RecordMaker(seed=3, families=RETRYABLE, retry_after_s=3600.0)
-        with self._daemon("memory") as daemon:
+        with self._daemon(name) as daemon:
             rss_ready = daemon.memory_kib()
-            with self._sampled(daemon, "memory"), _Meter(self, daemon) as meter:
+            with self._sampled(daemon, name), _Meter(self, daemon) as meter:
                 start_ms = self.clock.now_ms()
                 self._push(maker.batches(n, PUSH_CHUNK), pipelined=False)
                 done, end_s = self._wait_ingested(n, daemon, slowest_per_s=500)

@@ -153,8 +153,8 @@ COMPARISONS = (
         False,
     ),
     Comparison(
-        "Redis bytes per pending, peer's bare job (due time only)",
-        _get("memory", "redis_bytes_per_pending"),
+        "Redis bytes per pending, bare job (one float as its payload)",
+        _get("memory_bare", "redis_bytes_per_pending"),
         _get("bytes_per_pending_bare"),
         False,
     ),
@@ -267,6 +267,7 @@ def _details_table(results: dict[str, Any]) -> str:
     ingest, live = results.get("ingest", {}), results.get("ingest_live", {})
     dispatch, late = results.get("dispatch", {}), results.get("lateness", {})
     idle, memory = results.get("idle", {}), results.get("memory", {})
+    bare = results.get("memory_bare", {})
     worker, script = late.get("at_worker_ms", {}), late.get("in_script_ms", {})
     n_in, n_out = ingest.get("records"), dispatch.get("entries")
     n_late, n_mem = late.get("entries"), memory.get("pending")
@@ -286,6 +287,7 @@ def _details_table(results: dict[str, Any]) -> str:
         ("daemon peak RSS meanwhile", n_mem, _mb(memory, "daemon_peak_rss_mb"), "MB"),
         ("Redis per pending", n_mem, _mb(memory, "redis_bytes_per_pending"), "bytes"),
         ("ingest while filling memory", n_mem, _num(memory.get("ingest_per_s")), "/s"),
+        ("Redis per pending, bare record", bare.get("pending"), _mb(bare, "redis_bytes_per_pending"), "bytes"),
     ]  # fmt: skip
     lines = ["| measure | N | result | unit |", "|---|---:|---:|---|"]
     for name, count, value, unit in rows:

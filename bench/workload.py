@@ -251,6 +251,10 @@ def queue_names(prefix: str = "app:queue") -> list[str]:
     return [f"{prefix}:{name}" for name in QUEUES]
 
 
+# A bare record's payload: one float, a due time as a peer's bare job holds.
+BARE_PAYLOAD = 1_800_000_000.125
+
+
 def payload(rng: random.Random, queue: str, n: int) -> dict[str, Any]:
     """A job's arguments, about a hundred bytes of JSON."""
     return {
@@ -274,6 +278,7 @@ class RecordMaker:
 
     ``repeat_share`` of the records reuse the id of an earlier one (the same
     task failing again); ``invalid_share`` are not failure records at all.
+    A ``bare`` record's payload is one float, as a peer's bare job carries.
     """
 
     def __init__(
@@ -284,8 +289,10 @@ class RecordMaker:
         repeat_share: float = 0.0,
         invalid_share: float = 0.0,
         retry_after_s: float | None = None,
+        bare: bool = False,
     ) -> None:
         self._rng = random.Random(seed)
+        self._bare = bare
         self._families = families
         self._weights = [family.weight for family in families]
         self._repeat = repeat_share
@@ -320,7 +327,11 @@ class RecordMaker:
             "task": rng.choice(TASKS[queue]),
             "id": self._task_id(),
             "queue": f"app:queue:{queue}",
-            "payload": payload(rng, f"app:queue:{queue}", self.made),
+            "payload": (
+                BARE_PAYLOAD + self.made
+                if self._bare
+                else payload(rng, f"app:queue:{queue}", self.made)
+            ),
             "error": message,
             "error_type": family.error_type,
         }
