@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from recoveryd import grouping
 from recoveryd.grouping import GroupState, fingerprint, fingerprint_of, normalise, plan
 from recoveryd.notification import USER
 from recoveryd.records import User
@@ -65,6 +68,32 @@ def test_different_errors_stay_different(one, other):
 )
 def test_rules_that_can_start_inside_a_word_apply_there(error, normalised):
     assert normalise(error) == normalised
+
+
+# Pieces that the rules treat specially, mixed with plain words and every
+# kind of white space, so that generated texts put each rule's match next
+# to each boundary the fast path cuts at.
+_PIECES = [
+    *("order", "Failed", "x", "HTTPError", "deadbeef", "ab", "Xhttp"),
+    *("'", '"', "'quoted value'", '"two words"', "'", "0x7f", "42", "3.14"),
+    *(":", "::", "a::1", ":5432", "@", "bob@x.com", ".", "db.example.com"),
+    *("-", "123e4567-e89b-12d3-a456-426614174000", "10.0.0.7", "٣", "https://a.io/b"),
+    "deadbeef-dead-beef-face-feedfacecafe",
+    *(" ", " ", "  ", "\n", "\t", "\r\n", "\u2003", "(", ")", ",", "=", "_"),
+]
+
+
+def _whole_text(error: str) -> str:
+    """What `normalise` gives, by the one pass over the whole head."""
+    head = error[: grouping.NORMALISE_CHARS]
+    return " ".join(grouping._ONE_PASS.sub(grouping._placeholder, head).split())
+
+
+def test_skipping_plain_words_changes_nothing():
+    rng = random.Random(7)
+    for _ in range(5000):
+        error = "".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 40)))
+        assert normalise(error) == _whole_text(error), repr(error)
 
 
 def test_same_failure_on_other_ids_shares_a_fingerprint():
