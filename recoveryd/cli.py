@@ -18,7 +18,7 @@ import redis
 
 from recoveryd import __version__, logs
 from recoveryd.classify import Classifier
-from recoveryd.config import Config, ConfigError, load_config
+from recoveryd.config import Config, ConfigError, key_line, load_config
 from recoveryd.embedded import EmbeddedError, embedded_url
 from recoveryd.keys import Keys
 from recoveryd.records import FailureRecord, InvalidRecord, decode_record
@@ -229,6 +229,20 @@ def _check_state_dir(state_dir: Path) -> None:
         raise ConfigError(f"cannot write to {state_dir}", key="paths.state_dir")
 
 
+def _state_dir_problem(state_dir: Path) -> str | None:
+    """Why the daemon could not use ``state_dir``, found without making it."""
+    there = state_dir
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        return f"cannot create {state_dir}: {there} is not a directory"
+    if not os.access(there, os.W_OK | os.X_OK):
+        if there == state_dir:
+            return f"cannot write to {state_dir}"
+        return f"cannot create {state_dir}: {there} is not writable"
+    return None
+
+
 def _submit(args: argparse.Namespace) -> int:
     config, _ = _config(args)
     if args.ok is not None:
@@ -404,9 +418,13 @@ def _check_config(args: argparse.Namespace) -> int:
     from recoveryd.notifiers.secrets import missing_secrets
 
     config, path = _config(args)
-    for problem in missing_secrets(config):
-        # A channel that is on but cannot log in fails every delivery.
-        raise ConfigError(problem.reason, key=problem.key)
+    # A channel that is on but cannot log in fails every delivery.
+    problems = [(p.key, p.reason) for p in missing_secrets(config)]
+    if reason := _state_dir_problem(config.state_dir):
+        problems.append(("paths.state_dir", reason))
+    if problems:
+        key, reason = problems[0]
+        raise ConfigError(reason, key=key, line=key_line(path, key))
     if args.json:
         _print_json({"ok": True, "path": path, "categories": sorted(config.categories)})
     else:

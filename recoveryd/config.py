@@ -22,6 +22,7 @@ from recoveryd.categories import BUILTIN_CATEGORIES, CategorySettings
 __all__ = [
     "Config",
     "ConfigError",
+    "key_line",
     "load_config",
     "parse_config",
     "parse_duration",
@@ -305,6 +306,21 @@ def load_config(path: str | Path | None) -> Config:
         state_dir = (path.parent / config.paths.state_dir).resolve()
         config.paths.state_dir = str(state_dir)
     return config
+
+
+def key_line(path: str | Path | None, key: str) -> int | None:
+    """The line of the file at ``path`` that ``key`` is written on, if found.
+
+    For problems found after the file was read, such as a directory that
+    cannot be made.
+    """
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _KeyLocator(text)(key)
 
 
 def parse_config(text: str, *, source: str | None = None) -> Config:

@@ -140,6 +140,36 @@ def test_check_config_exits_non_zero_with_the_key(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_check_config_names_a_state_dir_that_cannot_be_made(tmp_path):
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    config = tmp_path / "recoveryd.toml"
+    config.write_text(f'[paths]\nstate_dir = "{in_the_way}/state"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "recoveryd", "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "paths.state_dir (line 2)" in result.stderr
+    assert f"{in_the_way} is not a directory" in result.stderr
+
+
+def test_check_config_does_not_make_the_state_dir(tmp_path):
+    state_dir = tmp_path / "not-yet" / "state"
+    config = tmp_path / "recoveryd.toml"
+    config.write_text(f'[paths]\nstate_dir = "{state_dir}"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "recoveryd", "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "not-yet").exists()
+
+
 def test_a_long_base_delay_lifts_the_default_cap():
     config = parse_config('[categories.slow]\nbase_delay = "2h"\n')
     assert config.categories["slow"].max_delay_s == 7200

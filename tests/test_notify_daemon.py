@@ -344,7 +344,7 @@ def test_check_config_names_a_channel_missing_its_secret(tmp_path):
     )
     result = cli(config, "check-config")
     assert result.returncode == 2
-    assert "notify.email.password_env" in result.stderr
+    assert "notify.email.password_env (line 7)" in result.stderr
     assert "TEST_RECOVERYD_UNSET_4711 is not set" in result.stderr
 
 
