@@ -25,6 +25,7 @@ from typing import Any, cast
 import msgspec
 import redis
 
+from bench.peers.procs import cpu_between, read_cpu
 from bench.peers.redis_server import RedisServer
 from bench.probe import Clock, command_delta, info, redis_now_ms, wait_until
 from bench.processes import (
@@ -160,14 +161,19 @@ class RecoverydBench:
         self._fresh()
         with self._daemon("idle") as daemon:
             time.sleep(self.sizes.settle_s)
+            daemon_before = read_cpu([daemon.pid])
+            redis_before = read_cpu([self.server.pid])
             with _Meter(self, daemon) as meter:
                 time.sleep(self.sizes.idle_s)
+            # Finer than the meter's ticks, which a quiet minute may not reach.
+            daemon_cpu_s = cpu_between(daemon_before, read_cpu([daemon.pid]))
+            redis_cpu_s = cpu_between(redis_before, read_cpu([self.server.pid]))
             daemon.check_alive()
         calls = {name: c["calls"] for name, c in meter.commands.items()}
         return {
             "seconds": round(meter.seconds, 2),
-            "daemon_cpu_pct": 100 * meter.daemon_cpu_s / meter.seconds,
-            "redis_cpu_pct": 100 * meter.redis_cpu_s / meter.seconds,
+            "daemon_cpu_pct": 100 * daemon_cpu_s / meter.seconds,
+            "redis_cpu_pct": 100 * redis_cpu_s / meter.seconds,
             "commands_per_s": sum(calls.values()) / meter.seconds,
             "commands": calls,
             "other_load_cores": round(meter.other_load, 2),
@@ -289,9 +295,7 @@ class RecoverydBench:
 
         The counterpart of a peer's bare job, which carries its due time alone.
         """
-        maker = RecordMaker(
-            seed=4, families=RETRYABLE, retry_after_s=3600.0, bare=True
-        )
+        maker = RecordMaker(seed=4, families=RETRYABLE, retry_after_s=3600.0, bare=True)
         return self._fill("memory_bare", self.sizes.memory_bare, maker)
 
     def _fill(self, name: str, n: int, maker: RecordMaker) -> dict[str, Any]:

@@ -268,6 +268,7 @@ def _details_table(results: dict[str, Any]) -> str:
     dispatch, late = results.get("dispatch", {}), results.get("lateness", {})
     idle, memory = results.get("idle", {}), results.get("memory", {})
     bare = results.get("memory_bare", {})
+    n_bare, bare_bytes = bare.get("pending"), _mb(bare, "redis_bytes_per_pending")
     worker, script = late.get("at_worker_ms", {}), late.get("in_script_ms", {})
     n_in, n_out = ingest.get("records"), dispatch.get("entries")
     n_late, n_mem = late.get("entries"), memory.get("pending")
@@ -287,7 +288,7 @@ def _details_table(results: dict[str, Any]) -> str:
         ("daemon peak RSS meanwhile", n_mem, _mb(memory, "daemon_peak_rss_mb"), "MB"),
         ("Redis per pending", n_mem, _mb(memory, "redis_bytes_per_pending"), "bytes"),
         ("ingest while filling memory", n_mem, _num(memory.get("ingest_per_s")), "/s"),
-        ("Redis per pending, bare record", bare.get("pending"), _mb(bare, "redis_bytes_per_pending"), "bytes"),
+        ("Redis per pending, bare record", n_bare, bare_bytes, "bytes"),
     ]  # fmt: skip
     lines = ["| measure | N | result | unit |", "|---|---:|---:|---|"]
     for name, count, value, unit in rows:

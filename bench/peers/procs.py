@@ -12,10 +12,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-__all__ = ["WorkerError", "WorkerProcess", "cpu_seconds", "tree_cpu_seconds"]
+__all__ = [
+    "CpuReading",
+    "WorkerError",
+    "WorkerProcess",
+    "cpu_between",
+    "cpu_seconds",
+    "descendants",
+    "read_cpu",
+    "tree_cpu_seconds",
+]
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -43,6 +53,48 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / CLOCK_TICKS
+
+
+@dataclass(frozen=True, slots=True)
+class CpuReading:
+    """CPU time of some processes at one instant, two ways.
+
+    ``ticks_s`` comes from /proc/<pid>/stat: every thread, live or gone, in
+    10 ms ticks, too coarse for a process that idles (a quiet minute may
+    cost it less than one tick). ``threads_ns`` is each live thread's run
+    time from its schedstat, in nanoseconds; a thread that ends takes its
+    time with it.
+    """
+
+    ticks_s: float
+    threads_ns: dict[int, int]
+
+
+def read_cpu(pids: Sequence[int]) -> CpuReading:
+    threads: dict[int, int] = {}
+    for pid in pids:
+        try:
+            tids = [int(entry.name) for entry in Path(f"/proc/{pid}/task").iterdir()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for tid in tids:
+            try:
+                raw = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            threads[tid] = int(raw.split()[0])
+    return CpuReading(sum(cpu_seconds(pid) for pid in pids), threads)
+
+
+def cpu_between(before: CpuReading, after: CpuReading) -> float:
+    """CPU seconds spent between two readings of the same processes.
+
+    To the nanosecond when the same threads lived at both readings (so
+    none took its time away), else in ticks.
+    """
+    if before.threads_ns and before.threads_ns.keys() == after.threads_ns.keys():
+        return (sum(after.threads_ns.values()) - sum(before.threads_ns.values())) / 1e9
+    return after.ticks_s - before.ticks_s
 
 
 def descendants(pid: int) -> list[int]:

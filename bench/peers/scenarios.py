@@ -32,7 +32,12 @@ from bench.peers.common import (
     decode_start,
     percentile,
 )
-from bench.peers.procs import WorkerProcess, cpu_seconds, tree_cpu_seconds
+from bench.peers.procs import (
+    WorkerProcess,
+    cpu_between,
+    descendants,
+    read_cpu,
+)
 from bench.peers.redis_server import RedisServer
 from bench.workload import payload, queue_names
 
@@ -180,15 +185,19 @@ class _Bench:
         """Commands/s and CPU share of a worker with nothing to do."""
         time.sleep(self.sizes.settle_s)
         calls_before = _command_calls(self.client)
-        worker_cpu_before = tree_cpu_seconds(worker.pid)
-        redis_cpu_before = cpu_seconds(self.server.pid)
+        workers = [worker.pid, *descendants(worker.pid)]
+        worker_cpu_before = read_cpu(workers)
+        redis_cpu_before = read_cpu([self.server.pid])
         started = time.monotonic()
 
         time.sleep(self.sizes.idle_s)
 
         calls_after = _command_calls(self.client)
-        worker_cpu_s = tree_cpu_seconds(worker.pid) - worker_cpu_before
-        redis_cpu_s = cpu_seconds(self.server.pid) - redis_cpu_before
+        # A process forked meanwhile (RQ's work horse) counts from nothing,
+        # in ticks: the threads differ.
+        workers = [worker.pid, *descendants(worker.pid)]
+        worker_cpu_s = cpu_between(worker_cpu_before, read_cpu(workers))
+        redis_cpu_s = cpu_between(redis_cpu_before, read_cpu([self.server.pid]))
         elapsed_s = time.monotonic() - started
         worker.check_alive()
 
