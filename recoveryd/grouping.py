@@ -105,8 +105,11 @@ _PLACEHOLDERS |= {name + _IN_WORD_SUFFIX: _PLACEHOLDERS[name] for name in _IN_WO
 # quote or a space as they see the text's ends. So once the quoted values
 # are replaced, the one pass need run only on the words, bounded by white
 # space and quotes, that hold one of those characters. This far simpler
-# pattern finds both, and steps over the plain words between them.
-_PIECES = re.compile(rf"{_RULES[0][1]}|(?<![^\s'\"])[^\s'\"\d:@.-]*+[\d:@.-][^\s'\"]*+")
+# pattern finds both, and steps over the plain words between them; a run
+# of such words is one piece, so that text made of little else costs one
+# call, not one a word.
+_WORD = r"[^\s'\"\d:@.-]*+[\d:@.-][^\s'\"]*+"
+_PIECES = re.compile(rf"{_RULES[0][1]}|(?<![^\s'\"]){_WORD}(?:\s++{_WORD})*+")
 
 NORMALISE_CHARS = 400
 
