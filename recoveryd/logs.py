@@ -19,6 +19,22 @@ __all__ = ["LEVELS", "setup"]
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
+# A message is cut to this many characters. Records name their task and id
+# with text of any length, up to `[intake] max_record_size`, and a line
+# that names one must not be a megabyte long.
+MESSAGE_CHARS = 2000
+
+
+class _Cut(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > MESSAGE_CHARS:
+            cut = len(message) - MESSAGE_CHARS
+            message = f"{message[:MESSAGE_CHARS]}… [{cut} characters cut]"
+        # Formatted once, here: the formatter finds no arguments left.
+        record.msg, record.args = message, None
+        return True
+
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -44,6 +60,7 @@ def setup(*, json_lines: bool = False, level: str | None = None) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+    handler.addFilter(_Cut())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # HTTP and SMTP client logs name URLs and hosts at INFO and dump
