@@ -273,9 +273,12 @@ def _record_from_flags(args: argparse.Namespace) -> bytes:
     record: dict[str, Any] = {"task": args.task, "error": args.error}
     if args.payload is not None:
         try:
-            record["payload"] = msgspec.json.decode(args.payload)
+            msgspec.json.decode(args.payload)
         except msgspec.DecodeError:
             record["payload"] = args.payload
+        else:
+            # JSON goes in as it was written: the retry pushes this text.
+            record["payload"] = msgspec.Raw(args.payload.strip().encode())
     for name in ("queue", "id", "error_type", "status_code", "retry_after", "attempt"):
         value = getattr(args, name)
         if value is not None:
@@ -285,10 +288,11 @@ def _record_from_flags(args: argparse.Namespace) -> bytes:
 
 def _with_id(raw: bytes, task_id: str) -> bytes:
     """The record with the id it was given, so `submit` can print it."""
-    data = msgspec.json.decode(raw)
-    if data.get("id") == task_id:
+    # Each value is kept as its JSON text, so the payload's stays as written.
+    data = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    if "id" in data and msgspec.json.decode(data["id"]) == task_id:
         return raw
-    data["id"] = task_id
+    data["id"] = msgspec.Raw(msgspec.json.encode(task_id))
     return msgspec.json.encode(data)
 
 

@@ -57,6 +57,22 @@ def test_submit_with_flags_pushes_a_record(config, r, keys):
     }
 
 
+@pytest.mark.parametrize("how", ["flags", "stdin"])
+def test_submit_keeps_the_payload_as_written(config, r, keys, how):
+    payload = '{"order": 7,  "lines": [1, 2.50, "\\u00e9"]}'
+    if how == "flags":
+        args = ["--task", "t", "--error", "boom", "--queue", "q", "--payload", payload]
+        result = run(config, "submit", *args)
+    else:
+        record = f'{{"task": "t", "error": "boom", "queue": "q", "payload": {payload}}}'
+        result = run(config, "submit", stdin=record)
+    assert result.returncode == 0, result.stderr
+
+    pushed = r.lindex(keys.failures, 0).decode()
+    assert f'"payload":{payload}' in pushed.replace('"payload": ', '"payload":')
+    assert json.loads(pushed)["id"], "the id it printed is in the record"
+
+
 def test_submit_rejects_a_bad_record_in_one_line(config, r, keys):
     result = run(config, "submit", stdin='{"task": "t"}')
     assert result.returncode == 2
