@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+from pathlib import Path
 
 import anyio
 from redis.asyncio import Redis
@@ -52,8 +53,13 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    # A zombie has exited: only its parent has yet to wait for it.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return True
-    return True
+    return stat[stat.rindex(")") + 2 :].split(maxsplit=1)[:1] != ["Z"]
 
 
 class Consumers:
