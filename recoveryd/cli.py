@@ -369,6 +369,12 @@ def _task_status(client: Any, keys: Any, task_id: str, *, as_json: bool) -> int:
         for name, value in zip(wanted, found, strict=True)
         if value is not None
     }
+    due_ms = client.zscore(keys.retry, task_id)
+    if due_ms is not None:
+        seconds, micros = client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        fields["due_at"] = f"{due_ms:.0f}"
+        fields["due_in_s"] = f"{max(due_ms - now_ms, 0) / 1000:.1f}"
     if as_json:
         _print_json({"id": task_id, **fields})
     else:

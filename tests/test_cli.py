@@ -106,6 +106,13 @@ def test_status_shows_one_task(config, r, keys):
     shown = json.loads(result.stdout)
     assert (shown["id"], shown["state"], shown["attempt"]) == ("t1", "scheduled", "2")
     assert (shown["queue"], shown["payload"]) == ("q", '{"a": 1}')
+    assert "due_at" not in shown, "it has no retry entry"
+
+    seconds, _ = r.time()
+    r.zadd(keys.retry, {"t1": (seconds + 90) * 1000})
+    shown = json.loads(run(config, "status", "--task", "t1", "--json").stdout)
+    assert shown["due_at"] == str((seconds + 90) * 1000)
+    assert 80 < float(shown["due_in_s"]) <= 90
 
     missing = run(config, "status", "--task", "nope")
     assert missing.returncode == 1
