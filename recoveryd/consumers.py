@@ -95,28 +95,26 @@ class Consumers:
         for raw_id, raw_beat in zip(pairs[::2], pairs[1::2], strict=True):
             consumer = raw_id.decode()
             if consumer != self.me and is_dead(consumer, int(raw_beat), now_ms):
-                recovered += await self._recover(consumer)
+                moved = await self._recover(consumer)
+                if moved:
+                    log.info(
+                        "returned %d in-flight records of stopped daemon %s",
+                        moved,
+                        consumer,
+                    )
+                recovered += moved
         return recovered
 
     # Limitation: records come back after newer ones of the same tasks may
     # have been handled, and then count as the latest failure; fix: let
     # intake skip the outcome of a record older than the task's last failure.
     async def _recover(self, consumer: str) -> int:
-        moved = int(
-            await self._scripts.reap(
-                keys=[
-                    self._keys.inflight(consumer),
-                    self._keys.failures,
-                    self._keys.consumers,
-                ],
-                args=[consumer],
-            )
-        )
-        if moved:
-            log.info(
-                "returned %d in-flight records of stopped daemon %s", moved, consumer
-            )
-        return moved
+        keys = [
+            self._keys.inflight(consumer),
+            self._keys.failures,
+            self._keys.consumers,
+        ]
+        return int(await self._scripts.reap(keys=keys, args=[consumer]))
 
     async def leave(self) -> int:
         """Sign off: whatever is still in flight goes back to the failures list."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
 
-from recoveryd.consumers import is_dead
+from recoveryd.connection import Link
+from recoveryd.consumers import Consumers, is_dead
+from recoveryd.scripts import Scripts
 
 
 def consumer_of(pid: int) -> str:
@@ -43,3 +46,23 @@ def _is_zombie(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as stat:
         text = stat.read()
     return text[text.rindex(")") + 2] == "Z"
+
+
+async def test_a_stopped_daemons_records_go_back_with_one_line(ar, keys, caplog):
+    caplog.set_level(logging.INFO, logger="recoveryd.consumers")
+    seconds, _ = await ar.time()
+    stopped = "elsewhere:1:gone"
+    await ar.hset(keys.consumers, stopped, (seconds - 300) * 1000)
+    await ar.rpush(keys.inflight(stopped), "r1", "r2")
+    me = Consumers(ar, Scripts(ar), keys, consumer_of(os.getpid()), Link())
+
+    assert await me.beat() == 2
+    await ar.rpush(keys.inflight(me.me), "r3")
+    # Its own, on the way out: the daemon says so itself, once.
+    assert await me.leave() == 1
+
+    # Back at the end taken first, the oldest (the in-flight list's right) last.
+    assert await ar.lrange(keys.failures, 0, -1) == [b"r1", b"r2", b"r3"]
+    assert caplog.messages == [
+        f"returned 2 in-flight records of stopped daemon {stopped}"
+    ]
