@@ -61,7 +61,7 @@ async def test_a_stopped_daemons_records_go_back_with_one_line(ar, keys, caplog)
     # Its own, on the way out: the daemon says so itself, once.
     assert await me.leave() == 1
 
-    # Back at the end taken first, the oldest (the in-flight list's right) last.
+    # Back at the end that is taken from first (the right), in their order.
     assert await ar.lrange(keys.failures, 0, -1) == [b"r1", b"r2", b"r3"]
     assert caplog.messages == [
         f"returned 2 in-flight records of stopped daemon {stopped}"
