@@ -213,34 +213,49 @@ def _run(args: argparse.Namespace) -> int:
     logs.setup(
         json_lines=args.json or config.log.format == "json", level=config.log.level
     )
-    _check_state_dir(config.state_dir)
+    _check_state_dir(config.state_dir, path)
     run_daemon(config, path)
     return 0
 
 
-def _check_state_dir(state_dir: Path) -> None:
+def _check_state_dir(state_dir: Path, path: str | None) -> None:
+    """Make ``state_dir``, or fail naming the key and its line."""
+    key = "paths.state_dir"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(
-            f"cannot create {state_dir}: {exc.strerror}", key="paths.state_dir"
-        ) from None
+        reason = f"cannot create {state_dir}: {exc.strerror}"
+        raise ConfigError(reason, key=key, line=key_line(path, key)) from None
     if not os.access(state_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write to {state_dir}", key="paths.state_dir")
+        reason = f"cannot write to {state_dir}"
+        raise ConfigError(reason, key=key, line=key_line(path, key))
 
 
 def _state_dir_problem(state_dir: Path) -> str | None:
-    """Why the daemon could not use ``state_dir``, found without making it."""
+    """Why the daemon could not make and use ``state_dir``, found by trying.
+
+    The directories made to find out are removed again.
+    """
+    missing = []
     there = state_dir
-    while not there.exists() and there != there.parent:
+    while not os.path.lexists(there) and there != there.parent:
+        missing.append(there)
         there = there.parent
-    if not there.is_dir():
-        return f"cannot create {state_dir}: {there} is not a directory"
-    if not os.access(there, os.W_OK | os.X_OK):
-        if there == state_dir:
+    made: list[Path] = []
+    try:
+        for directory in reversed(missing):
+            directory.mkdir()
+            made.append(directory)
+        if not state_dir.is_dir():
+            return f"cannot use {state_dir}: not a directory"
+        if not os.access(state_dir, os.W_OK | os.X_OK):
             return f"cannot write to {state_dir}"
-        return f"cannot create {state_dir}: {there} is not writable"
-    return None
+        return None
+    except OSError as exc:
+        return f"cannot create {state_dir}: {exc.strerror}"
+    finally:
+        for directory in reversed(made):
+            directory.rmdir()
 
 
 def _submit(args: argparse.Namespace) -> int:

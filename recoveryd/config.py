@@ -8,6 +8,7 @@ path and, where the file has it, its line.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 import typing
@@ -303,8 +304,9 @@ def load_config(path: str | Path | None) -> Config:
     if not Path(config.paths.state_dir).is_absolute():
         # A relative state_dir is relative to the config file, not to
         # wherever the daemon happened to be started from.
-        state_dir = (path.parent / config.paths.state_dir).resolve()
-        config.paths.state_dir = str(state_dir)
+        # Made absolute without following links: a link that leads nowhere
+        # is for the check of state_dir to name, not a crash here.
+        config.paths.state_dir = os.path.abspath(path.parent / config.paths.state_dir)
     return config
 
 

@@ -153,21 +153,52 @@ def test_check_config_names_a_state_dir_that_cannot_be_made(tmp_path):
     )
     assert result.returncode == 2
     assert "paths.state_dir (line 2)" in result.stderr
-    assert f"{in_the_way} is not a directory" in result.stderr
+    assert f"cannot create {in_the_way}/state: Not a directory" in result.stderr
 
 
-def test_check_config_does_not_make_the_state_dir(tmp_path):
+@pytest.mark.parametrize("where", ["loop", "nowhere", "relative-loop"])
+def test_check_config_names_a_state_dir_behind_a_broken_link(tmp_path, where):
+    if where == "nowhere":
+        (tmp_path / "link").symlink_to(tmp_path / "gone")
+    else:
+        (tmp_path / "link").symlink_to(tmp_path / "other")
+        (tmp_path / "other").symlink_to(tmp_path / "link")
+    state_dir = "link" if where == "relative-loop" else str(tmp_path / "link")
+    config = tmp_path / "recoveryd.toml"
+    config.write_text(f'[paths]\nstate_dir = "{state_dir}"\n')
+
+    checked = check_config(config)
+    assert checked.returncode == 2, checked.stderr
+    assert "paths.state_dir (line 2): cannot use" in checked.stderr
+    assert "Traceback" not in checked.stderr
+
+    # And the daemon refuses it alike, rather than starting.
+    run = subprocess.run(
+        [sys.executable, "-m", "recoveryd", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "paths.state_dir (line 2): cannot create" in run.stderr
+
+
+def test_check_config_leaves_no_state_dir_behind(tmp_path):
     state_dir = tmp_path / "not-yet" / "state"
     config = tmp_path / "recoveryd.toml"
     config.write_text(f'[paths]\nstate_dir = "{state_dir}"\n')
-    result = subprocess.run(
+    result = check_config(config)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "not-yet").exists()
+
+
+def check_config(config):
+    return subprocess.run(
         [sys.executable, "-m", "recoveryd", "check-config", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert result.returncode == 0, result.stderr
-    assert not (tmp_path / "not-yet").exists()
 
 
 def test_a_long_base_delay_lifts_the_default_cap():
