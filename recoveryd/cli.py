@@ -47,12 +47,30 @@ class UsageError(Exception):
     """A mistake in how the command was used; printed as one line."""
 
 
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """The argument whose bytes were not UTF-8, if any.
+
+    Python keeps such bytes as lone surrogates, which nothing downstream
+    (JSON, Redis) can encode.
+    """
+    for name, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    return name.replace("_", "-")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if (name := _not_utf8(args)) is not None:
+        return _fail(f"recoveryd {args.command}: {name} is not UTF-8 text", EXIT_USAGE)
     try:
         result: int = args.handler(args)
         return result

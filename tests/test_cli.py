@@ -73,6 +73,15 @@ def test_submit_keeps_the_payload_as_written(config, r, keys, how):
     assert json.loads(pushed)["id"], "the id it printed is in the record"
 
 
+def test_an_argument_that_is_not_utf8_is_a_usage_error(config, r, keys):
+    command = [sys.executable, "-m", "recoveryd", "submit", "-c", str(config)]
+    command += ["--task", "t", "--error", "e", "--payload", b"\xff\xfe{}"]
+    result = subprocess.run(command, capture_output=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.decode() == "recoveryd submit: payload is not UTF-8 text\n"
+    assert r.llen(keys.failures) == 0
+
+
 def test_submit_rejects_a_bad_record_in_one_line(config, r, keys):
     result = run(config, "submit", stdin='{"task": "t"}')
     assert result.returncode == 2
