@@ -434,12 +434,12 @@ def _retry(args: argparse.Namespace) -> int:
         raise UsageError("--rate cannot be negative (0: no limit)")
     client, keys = _client(config)
     if args.id is not None:
-        message = retry_task(client, keys, args.id)
+        retried = retry_task(client, keys, args.id)
         if args.json:
-            _print_json({"id": args.id, "result": message})
+            _print_json({"id": args.id, "result": retried.message})
         else:
-            print(f"{args.id}: {message}")
-        return 0 if message.endswith("now due") else EXIT_NOT_DONE
+            print(f"{args.id}: {retried.message}")
+        return 0 if retried.due else EXIT_NOT_DONE
     rate = config.manual.rate if args.rate is None else args.rate
     count = retry_dead(
         client,

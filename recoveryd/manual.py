@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -24,7 +25,7 @@ from recoveryd.keys import Keys
 from recoveryd.pause import compile_glob
 from recoveryd.scripts import RETRY_NOW
 
-__all__ = ["MANUAL_SCORE", "retry_dead", "retry_task", "select_dead"]
+__all__ = ["MANUAL_SCORE", "Retried", "retry_dead", "retry_task", "select_dead"]
 
 # Score of a manual retry: before every real due time.
 MANUAL_SCORE = 0
@@ -43,7 +44,15 @@ _RESULTS = {
 }
 
 
-def retry_task(client: redis.Redis, keys: Keys, task_id: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """What `retry_task` did: whether the task is now due, in words."""
+
+    due: bool
+    message: str
+
+
+def retry_task(client: redis.Redis, keys: Keys, task_id: str) -> Retried:
     """Make one scheduled or dead task due now; says what happened."""
     reply = client.eval(
         RETRY_NOW, 3, keys.retry, keys.dead, keys.tasks, task_id, str(MANUAL_SCORE)
@@ -51,7 +60,8 @@ def retry_task(client: redis.Redis, keys: Keys, task_id: str) -> str:
     result = int(cast(int, reply))
     if result > 0:
         client.publish(keys.wake, f"retry {MANUAL_SCORE}")
-    return _RESULTS[result] + _pause_note(client, keys, task_id, result)
+    message = _RESULTS[result] + _pause_note(client, keys, task_id, result)
+    return Retried(due=result > 0, message=message)
 
 
 def _pause_note(client: redis.Redis, keys: Keys, task_id: str, result: int) -> str:

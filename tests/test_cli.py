@@ -135,6 +135,19 @@ def test_status_shows_one_task(config, r, keys):
     )
 
 
+def test_retry_of_a_task_whose_category_is_paused_succeeds(config, r, keys):
+    put_task(r, keys, "held-back", queue="q", payload="p", category="slow")
+    r.zadd(keys.retry, {"held-back": 10**13})
+    assert run(config, "pause", "category:slow").returncode == 0
+
+    result = run(config, "retry", "held-back")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == (
+        "held-back: scheduled; now due (held while category:slow is paused)\n"
+    )
+
+
 def test_retry_makes_a_scheduled_task_due_first(config, r, keys):
     put_task(r, keys, "later", queue="q", payload="p")
     r.zadd(keys.retry, {"later": 10**13, "other": 10**12})

@@ -65,7 +65,7 @@ async def test_a_manual_retry_overtakes_a_backlog_of_100000(r, ar, keys):
     # The backlog is being dispatched when the operator steps in.
     first = await loop.dispatch_due()
     assert first.dispatched == 1000
-    assert retry_task(r, keys, "urgent") == "was dead; now due"
+    assert retry_task(r, keys, "urgent").message == "was dead; now due"
     after = await loop.dispatch_due()
 
     assert after.dispatched == 1000
@@ -145,7 +145,7 @@ async def test_a_paused_category_is_held_then_released_paced(r, ar, keys):
     held = keys.held(f"category:{NETWORK}")
     assert r.zcard(held) == 5 and r.zcard(keys.retry) == 0
     assert task_of(r, keys, "n0").get(b"state") == b"held"
-    assert retry_task(r, keys, "n0").endswith(
+    assert retry_task(r, keys, "n0").message.endswith(
         f"(held: `recoveryd resume category:{NETWORK}` releases it)"
     )
 

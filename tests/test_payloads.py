@@ -55,7 +55,7 @@ async def test_a_long_payload_is_kept_and_pushed_whole(r, keys, flow):
     assert json.loads(task_of(r, keys, "t")[b"payload"]) == LONG
     assert r.keys(f"{keys.prefix}:task*") == [b"recoveryd:tasks"], "no key per task"
 
-    assert retry_task(r, keys, "t").startswith("scheduled; now due")
+    assert retry_task(r, keys, "t").message.startswith("scheduled; now due")
     await dispatch_now(r, keys, dispatch)
 
     assert [json.loads(p) for p in r.lrange("q", 0, -1)] == [LONG]
@@ -93,7 +93,7 @@ async def test_a_task_that_dies_unpushable_takes_its_payload_back(r, keys, flow)
     assert task[b"reason"] == b"queue blocked is not a list"
 
     r.delete("blocked")
-    assert retry_task(r, keys, "t").startswith("was dead")
+    assert retry_task(r, keys, "t").message.startswith("was dead")
     await dispatch_now(r, keys, dispatch)
     assert [json.loads(p) for p in r.lrange("blocked", 0, -1)] == [LONG]
 
@@ -161,5 +161,5 @@ async def test_retrying_a_dead_task_with_no_queue_leaves_it_dead(r, keys, flow):
     r.lpush(keys.failures, json.dumps(record))
     await intake.step(block_s=0)
 
-    assert "no queue" in retry_task(r, keys, "t")
+    assert "no queue" in retry_task(r, keys, "t").message
     assert r.zscore(keys.dead, "t") is not None
