@@ -24,15 +24,24 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # that names one must not be a megabyte long.
 MESSAGE_CHARS = 2000
 
+# Control characters and line breaks in a message are written as escapes:
+# a task named with a newline must not start a line that looks like the
+# daemon's own, nor a terminal escape reach the operator's screen.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+_ESCAPES |= {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}
+
 
 class _Cut(logging.Filter):
+    """Cuts each message to one line of a bounded length."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if len(message) > MESSAGE_CHARS:
             cut = len(message) - MESSAGE_CHARS
             message = f"{message[:MESSAGE_CHARS]}… [{cut} characters cut]"
         # Formatted once, here: the formatter finds no arguments left.
-        record.msg, record.args = message, None
+        record.msg, record.args = message.translate(_ESCAPES), None
         return True
 
 

@@ -42,3 +42,16 @@ def test_a_message_under_the_limit_is_whole(restore_logging, capsys):
 
     line = capsys.readouterr().err.rstrip()
     assert line.endswith("recoveryd: channel sms is failing: 503")
+
+
+def test_a_name_cannot_start_a_line_of_its_own(restore_logging, capsys):
+    logs.setup(level="info")
+    forged = "x\n2099-01-01 00:00:00 CRITICAL recoveryd: forged\r\x1b[31mred\u2028"
+
+    logging.getLogger("recoveryd.intake").info("task %s is dead", forged)
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith(
+        "task x\\n2099-01-01 00:00:00 CRITICAL recoveryd: forged"
+        "\\r\\x1b[31mred\\u2028 is dead"
+    )
