@@ -89,6 +89,9 @@ class JobResult(msgspec.Struct, kw_only=True):
     summary: str
     report: str | None = None
     started_ms: int = 0
+    # A run that changed nothing is logged at DEBUG: a minute's "0 tasks
+    # judged recovered" is not news.
+    idle: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,8 @@ def upkeep_jobs(ctx: Context) -> list[Job]:
 
     async def settle(now_ms: int) -> JobResult:
         count = await adaptive.settle(ctx.redis, ctx.scripts, ctx.runtime(), now_ms)
-        return JobResult(summary=f"{count} re-dispatched task(s) judged recovered")
+        summary = f"{count} re-dispatched task(s) judged recovered"
+        return JobResult(summary=summary, idle=count == 0)
 
     async def run_scan(now_ms: int) -> JobResult:
         report, path = await scan.run_scan(
@@ -137,7 +141,7 @@ def upkeep_jobs(ctx: Context) -> list[Job]:
 
     async def adapt(now_ms: int) -> JobResult:
         changes = await adaptive.adapt(ctx.redis, ctx.runtime(), now_ms)
-        return JobResult(summary=adaptive.describe(changes))
+        return JobResult(summary=adaptive.describe(changes), idle=not changes)
 
     async def analyze(now_ms: int) -> JobResult:
         report, path = await analysis.run_analysis(
@@ -266,7 +270,8 @@ class JobRunner:
         outcome.name, outcome.started_ms = job.name, started_ms
         await self._done(job.name, outcome)
         self.ran.append(outcome)
-        log.info("%s: %s", job.name, outcome.summary)
+        level = logging.DEBUG if outcome.idle else logging.INFO
+        log.log(level, "%s: %s", job.name, outcome.summary)
         return outcome
 
     async def _renew(self, name: str) -> None:

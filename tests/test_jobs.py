@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from itertools import pairwise
 
@@ -181,6 +182,22 @@ async def test_upkeep_jobs_run_in_priority_order(ar, runtime, tmp_path):
     assert JOB_NAMES.index("scan") < JOB_NAMES.index("analyze")
     scan = one.ran[1]
     assert scan.report is not None and "failure_processing_" in scan.report
+
+
+async def test_upkeep_that_changed_nothing_is_logged_only_at_debug(
+    ar, runtime, tmp_path, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="recoveryd.jobs")
+    runtime.config.paths.state_dir = str(tmp_path / "state")
+    context = Context(ar, Scripts(ar), lambda: runtime, "me")
+    one = JobRunner(
+        ar, Scripts(ar), lambda: runtime, "me", upkeep_jobs(context), clock=FakeClock()
+    )
+    await one.tick()
+
+    levels = {r.getMessage().split(":")[0]: r.levelno for r in caplog.records}
+    assert levels["settle"] == levels["adapt"] == logging.DEBUG, "nothing to do"
+    assert levels["scan"] == logging.INFO, "a scan always writes a report"
 
 
 def test_two_daemons_run_each_periodic_job_once(r, keys, start_daemon, tmp_path):
