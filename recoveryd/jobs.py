@@ -250,7 +250,7 @@ class JobRunner:
             return await self._run_alone(job, started_ms)
 
     async def _run_alone(self, job: Job, started_ms: int) -> JobResult:
-        log.info("running the %s job", job.name)
+        log.debug("running the %s job", job.name)
         outcome: JobResult | Exception
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew, job.name, name=f"lease:{job.name}")

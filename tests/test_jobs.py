@@ -198,6 +198,11 @@ async def test_upkeep_that_changed_nothing_is_logged_only_at_debug(
     levels = {r.getMessage().split(":")[0]: r.levelno for r in caplog.records}
     assert levels["settle"] == levels["adapt"] == logging.DEBUG, "nothing to do"
     assert levels["scan"] == logging.INFO, "a scan always writes a report"
+    assert not [
+        r
+        for r in caplog.records
+        if "settle" in r.getMessage() and r.levelno > logging.DEBUG
+    ], "nor that it ran"
 
 
 def test_two_daemons_run_each_periodic_job_once(r, keys, start_daemon, tmp_path):
