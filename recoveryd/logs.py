@@ -15,7 +15,7 @@ import msgspec
 
 from recoveryd.config import ConfigError
 
-__all__ = ["LEVELS", "setup"]
+__all__ = ["LEVELS", "escape", "setup"]
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -24,24 +24,31 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # that names one must not be a megabyte long.
 MESSAGE_CHARS = 2000
 
-# Control characters and line breaks in a message are written as escapes:
-# a task named with a newline must not start a line that looks like the
-# daemon's own, nor a terminal escape reach the operator's screen.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+# Control characters, line breaks and the marks that reorder text are
+# written as escapes: a task named with a newline must not start a line
+# that looks like the daemon's own, nor a terminal escape reach the
+# operator's screen.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-_ESCAPES |= {c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)}
+_REORDERING = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_ESCAPES |= {c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *_REORDERING)}
+
+
+def escape(text: str) -> str:
+    """``text`` with its control characters and line breaks as escapes."""
+    return text.translate(_ESCAPES)
 
 
 class _Cut(logging.Filter):
     """Cuts each message to one line of a bounded length."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        message = escape(record.getMessage())
         if len(message) > MESSAGE_CHARS:
             cut = len(message) - MESSAGE_CHARS
             message = f"{message[:MESSAGE_CHARS]}… [{cut} characters cut]"
         # Formatted once, here: the formatter finds no arguments left.
-        record.msg, record.args = message.translate(_ESCAPES), None
+        record.msg, record.args = message, None
         return True
 
 

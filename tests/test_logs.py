@@ -55,3 +55,19 @@ def test_a_name_cannot_start_a_line_of_its_own(restore_logging, capsys):
         "task x\\n2099-01-01 00:00:00 CRITICAL recoveryd: forged"
         "\\r\\x1b[31mred\\u2028 is dead"
     )
+
+
+def test_escapes_count_towards_the_limit(restore_logging, capsys):
+    logs.setup(level="info")
+
+    logging.getLogger("recoveryd").info("task %s", "\u2028" * 300_000)
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert len(line) < logs.MESSAGE_CHARS + 200
+
+
+@pytest.mark.parametrize("mark", ["\x9b", "\u202e", "\u2066", "\x85"])
+def test_c1_controls_and_reordering_marks_are_escaped(mark):
+    assert logs.escape(f"a{mark}b") == f"a\\{'x' if ord(mark) < 0x100 else 'u'}" + (
+        f"{ord(mark):02x}b" if ord(mark) < 0x100 else f"{ord(mark):04x}b"
+    )
