@@ -244,6 +244,9 @@ def _check_state_dir(state_dir: Path, path: str | None) -> None:
     except OSError as exc:
         reason = f"cannot create {state_dir}: {exc.strerror}"
         raise ConfigError(reason, key=key, line=key_line(path, key)) from None
+    except ValueError as exc:  # a NUL in the path
+        reason = f"cannot create {state_dir!r}: {exc}"
+        raise ConfigError(reason, key=key, line=key_line(path, key)) from None
     if not os.access(state_dir, os.W_OK | os.X_OK):
         reason = f"cannot write to {state_dir}"
         raise ConfigError(reason, key=key, line=key_line(path, key))
@@ -271,6 +274,8 @@ def _state_dir_problem(state_dir: Path) -> str | None:
         return None
     except OSError as exc:
         return f"cannot create {state_dir}: {exc.strerror}"
+    except ValueError as exc:  # a NUL in the path
+        return f"cannot create {state_dir!r}: {exc}"
     finally:
         for directory in reversed(made):
             directory.rmdir()
@@ -413,7 +418,8 @@ def _task_status(client: Any, keys: Any, task_id: str, *, as_json: bool) -> int:
     else:
         width = max(map(len, fields))
         for name, value in fields.items():
-            print(f"{name:<{width}}  {value}")
+            # A record's text may hold anything; a terminal gets it escaped.
+            print(f"{name:<{width}}  {logs.escape(value)}")
     return 0
 
 
@@ -463,7 +469,10 @@ def _check_config(args: argparse.Namespace) -> int:
     config, path = _config(args)
     # A channel that is on but cannot log in fails every delivery.
     problems = [(p.key, p.reason) for p in missing_secrets(config)]
-    if reason := _state_dir_problem(config.state_dir):
+    # Without [redis] url the embedded Redis keeps its data in state_dir/redis.
+    embedded = not config.redis.url
+    target = config.state_dir / "redis" if embedded else config.state_dir
+    if reason := _state_dir_problem(target):
         problems.append(("paths.state_dir", reason))
     if problems:
         key, reason = problems[0]

@@ -93,7 +93,10 @@ class EmbeddedRedis:
             self.url = running
             return running
 
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EmbeddedError(f"cannot create {self.dir}: {exc.strerror}") from None
         port = self._port()
         self.url = f"redis://127.0.0.1:{port}/0"
         self._process = subprocess.Popen(

@@ -60,8 +60,11 @@ def retry_task(client: redis.Redis, keys: Keys, task_id: str) -> Retried:
     result = int(cast(int, reply))
     if result > 0:
         client.publish(keys.wake, f"retry {MANUAL_SCORE}")
-    message = _RESULTS[result] + _pause_note(client, keys, task_id, result)
-    return Retried(due=result > 0, message=message)
+    note = _pause_note(client, keys, task_id, result)
+    if result == 0 and note:
+        # Found after all: held, and a pause decides when it goes.
+        return Retried(due=False, message=f"is held by a pause{note}")
+    return Retried(due=result > 0, message=_RESULTS[result] + note)
 
 
 def _pause_note(client: redis.Redis, keys: Keys, task_id: str, result: int) -> str:
@@ -71,7 +74,7 @@ def _pause_note(client: redis.Redis, keys: Keys, task_id: str, result: int) -> s
     state, held, category, task = (fields.get(name) for name in wanted)
     if result == 0 and state == b"held" and held:
         matcher = held.decode()
-        return f" (held: `recoveryd resume {matcher}` releases it)"
+        return f"; `recoveryd resume {matcher}` releases it"
     if result <= 0:
         return ""
     paused = {m.decode() for m in cast(list[bytes], client.hkeys(keys.paused))}

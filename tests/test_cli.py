@@ -135,6 +135,16 @@ def test_status_shows_one_task(config, r, keys):
     )
 
 
+def test_status_of_a_task_escapes_what_its_record_holds(config, r, keys):
+    put_task(r, keys, "odd", task="x\n2099-01-01 CRITICAL forged\x1b[31m")
+
+    result = run(config, "status", "--task", "odd")
+
+    assert result.returncode == 0, result.stderr
+    [task_line] = [line for line in result.stdout.splitlines() if "forged" in line]
+    assert task_line.split(None, 1)[1] == "x\\n2099-01-01 CRITICAL forged\\x1b[31m"
+
+
 def test_retry_of_a_task_whose_category_is_paused_succeeds(config, r, keys):
     put_task(r, keys, "held-back", queue="q", payload="p", category="slow")
     r.zadd(keys.retry, {"held-back": 10**13})

@@ -153,7 +153,8 @@ def test_check_config_names_a_state_dir_that_cannot_be_made(tmp_path):
     )
     assert result.returncode == 2
     assert "paths.state_dir (line 2)" in result.stderr
-    assert f"cannot create {in_the_way}/state: Not a directory" in result.stderr
+    assert f"cannot create {in_the_way}/state" in result.stderr
+    assert result.stderr.endswith(": Not a directory\n")
 
 
 @pytest.mark.parametrize("where", ["loop", "nowhere", "relative-loop"])
@@ -169,8 +170,8 @@ def test_check_config_names_a_state_dir_behind_a_broken_link(tmp_path, where):
 
     checked = check_config(config)
     assert checked.returncode == 2, checked.stderr
-    assert "paths.state_dir (line 2): cannot use" in checked.stderr
-    assert "Traceback" not in checked.stderr
+    assert "paths.state_dir (line 2): cannot " in checked.stderr
+    assert len(checked.stderr.splitlines()) == 1, "one line, no traceback"
 
     # And the daemon refuses it alike, rather than starting.
     run = subprocess.run(
@@ -181,6 +182,34 @@ def test_check_config_names_a_state_dir_behind_a_broken_link(tmp_path, where):
     )
     assert run.returncode == 2, run.stderr
     assert "paths.state_dir (line 2): cannot create" in run.stderr
+
+
+def test_a_nul_in_state_dir_is_named_not_a_traceback(tmp_path):
+    config = tmp_path / "recoveryd.toml"
+    config.write_text('[paths]\nstate_dir = "a\\u0000b"\n')
+    for command in ("check-config", "run"):
+        result = subprocess.run(
+            [sys.executable, "-m", "recoveryd", command, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "paths.state_dir (line 2)" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_check_config_checks_where_the_embedded_redis_keeps_its_data(tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "redis").write_text("in the way")
+    config = tmp_path / "recoveryd.toml"
+    config.write_text('[paths]\nstate_dir = "state"\n')
+
+    result = check_config(config)
+
+    assert result.returncode == 2
+    assert "paths.state_dir (line 2): cannot use" in result.stderr
+    assert "state/redis: not a directory" in result.stderr
 
 
 def test_check_config_leaves_no_state_dir_behind(tmp_path):

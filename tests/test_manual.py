@@ -145,8 +145,8 @@ async def test_a_paused_category_is_held_then_released_paced(r, ar, keys):
     held = keys.held(f"category:{NETWORK}")
     assert r.zcard(held) == 5 and r.zcard(keys.retry) == 0
     assert task_of(r, keys, "n0").get(b"state") == b"held"
-    assert retry_task(r, keys, "n0").message.endswith(
-        f"(held: `recoveryd resume category:{NETWORK}` releases it)"
+    assert retry_task(r, keys, "n0").message == (
+        f"is held by a pause; `recoveryd resume category:{NETWORK}` releases it"
     )
 
     released = resume(r, keys, f"category:{NETWORK}", rate=10)
