@@ -231,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
     logs.setup(
         json_lines=args.json or config.log.format == "json", level=config.log.level
     )
-    _check_state_dir(config.state_dir, path)
+    _check_state_dir(_state_target(config), path)
     run_daemon(config, path)
     return 0
 
@@ -239,17 +239,20 @@ def _run(args: argparse.Namespace) -> int:
 def _check_state_dir(state_dir: Path, path: str | None) -> None:
     """Make ``state_dir``, or fail naming the key and its line."""
     key = "paths.state_dir"
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = f"cannot create {state_dir}: {exc.strerror}"
-        raise ConfigError(reason, key=key, line=key_line(path, key)) from None
-    except ValueError as exc:  # a NUL in the path
-        reason = f"cannot create {state_dir!r}: {exc}"
-        raise ConfigError(reason, key=key, line=key_line(path, key)) from None
-    if not os.access(state_dir, os.W_OK | os.X_OK):
-        reason = f"cannot write to {state_dir}"
+    reason = _state_dir_problem(state_dir)
+    if reason is None:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = f"cannot create {state_dir}: {exc.strerror}"
+    if reason is not None:
         raise ConfigError(reason, key=key, line=key_line(path, key))
+
+
+def _state_target(config: Config) -> Path:
+    """Where the daemon writes: state_dir, or with the embedded Redis, its
+    data folder inside it."""
+    return config.state_dir if config.redis.url else config.state_dir / "redis"
 
 
 def _state_dir_problem(state_dir: Path) -> str | None:
@@ -275,7 +278,7 @@ def _state_dir_problem(state_dir: Path) -> str | None:
     except OSError as exc:
         return f"cannot create {state_dir}: {exc.strerror}"
     except ValueError as exc:  # a NUL in the path
-        return f"cannot create {state_dir!r}: {exc}"
+        return f"cannot create {str(state_dir)!r}: {exc}"
     finally:
         for directory in reversed(made):
             directory.rmdir()
@@ -469,10 +472,7 @@ def _check_config(args: argparse.Namespace) -> int:
     config, path = _config(args)
     # A channel that is on but cannot log in fails every delivery.
     problems = [(p.key, p.reason) for p in missing_secrets(config)]
-    # Without [redis] url the embedded Redis keeps its data in state_dir/redis.
-    embedded = not config.redis.url
-    target = config.state_dir / "redis" if embedded else config.state_dir
-    if reason := _state_dir_problem(target):
+    if reason := _state_dir_problem(_state_target(config)):
         problems.append(("paths.state_dir", reason))
     if problems:
         key, reason = problems[0]

@@ -205,11 +205,16 @@ def test_check_config_checks_where_the_embedded_redis_keeps_its_data(tmp_path):
     config = tmp_path / "recoveryd.toml"
     config.write_text('[paths]\nstate_dir = "state"\n')
 
-    result = check_config(config)
-
-    assert result.returncode == 2
-    assert "paths.state_dir (line 2): cannot use" in result.stderr
-    assert "state/redis: not a directory" in result.stderr
+    for command in ("check-config", "run"):
+        result = subprocess.run(
+            [sys.executable, "-m", "recoveryd", command, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "paths.state_dir (line 2): cannot use" in result.stderr
+        assert result.stderr.endswith("state/redis: not a directory\n")
 
 
 def test_check_config_leaves_no_state_dir_behind(tmp_path):
