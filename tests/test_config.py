@@ -125,15 +125,20 @@ def test_operator_category_overrides_only_what_it_names():
     assert network.base_delay_s == 30
 
 
-def test_check_config_exits_non_zero_with_the_key(tmp_path):
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[schedule]\nscan_every = "often"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "recoveryd", "check-config", "-c", str(bad)],
+def recoveryd_cli(config, command="check-config"):
+    """``recoveryd COMMAND -c CONFIG`` as a process, its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "recoveryd", command, "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_check_config_exits_non_zero_with_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[schedule]\nscan_every = "often"\n')
+    result = recoveryd_cli(bad)
     assert result.returncode == 2
     assert "schedule.scan_every (line 2)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -145,12 +150,7 @@ def test_check_config_names_a_state_dir_that_cannot_be_made(tmp_path):
     in_the_way.write_text("")
     config = tmp_path / "recoveryd.toml"
     config.write_text(f'[paths]\nstate_dir = "{in_the_way}/state"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "recoveryd", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = recoveryd_cli(config)
     assert result.returncode == 2
     assert "paths.state_dir (line 2)" in result.stderr
     assert f"cannot create {in_the_way}/state" in result.stderr
@@ -168,18 +168,13 @@ def test_check_config_names_a_state_dir_behind_a_broken_link(tmp_path, where):
     config = tmp_path / "recoveryd.toml"
     config.write_text(f'[paths]\nstate_dir = "{state_dir}"\n')
 
-    checked = check_config(config)
+    checked = recoveryd_cli(config)
     assert checked.returncode == 2, checked.stderr
     assert "paths.state_dir (line 2): cannot " in checked.stderr
     assert len(checked.stderr.splitlines()) == 1, "one line, no traceback"
 
     # And the daemon refuses it alike, rather than starting.
-    run = subprocess.run(
-        [sys.executable, "-m", "recoveryd", "run", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    run = recoveryd_cli(config, "run")
     assert run.returncode == 2, run.stderr
     assert "paths.state_dir (line 2): cannot create" in run.stderr
 
@@ -188,12 +183,7 @@ def test_a_nul_in_state_dir_is_named_not_a_traceback(tmp_path):
     config = tmp_path / "recoveryd.toml"
     config.write_text('[paths]\nstate_dir = "a\\u0000b"\n')
     for command in ("check-config", "run"):
-        result = subprocess.run(
-            [sys.executable, "-m", "recoveryd", command, "-c", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = recoveryd_cli(config, command)
         assert result.returncode == 2, result.stderr
         assert "paths.state_dir (line 2)" in result.stderr
         assert "Traceback" not in result.stderr
@@ -206,12 +196,7 @@ def test_check_config_checks_where_the_embedded_redis_keeps_its_data(tmp_path):
     config.write_text('[paths]\nstate_dir = "state"\n')
 
     for command in ("check-config", "run"):
-        result = subprocess.run(
-            [sys.executable, "-m", "recoveryd", command, "-c", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = recoveryd_cli(config, command)
         assert result.returncode == 2, result.stderr
         assert "paths.state_dir (line 2): cannot use" in result.stderr
         assert result.stderr.endswith("state/redis: not a directory\n")
@@ -221,18 +206,9 @@ def test_check_config_leaves_no_state_dir_behind(tmp_path):
     state_dir = tmp_path / "not-yet" / "state"
     config = tmp_path / "recoveryd.toml"
     config.write_text(f'[paths]\nstate_dir = "{state_dir}"\n')
-    result = check_config(config)
+    result = recoveryd_cli(config)
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "not-yet").exists()
-
-
-def check_config(config):
-    return subprocess.run(
-        [sys.executable, "-m", "recoveryd", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_a_long_base_delay_lifts_the_default_cap():
