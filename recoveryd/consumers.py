@@ -59,7 +59,8 @@ def _pid_alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat[stat.rindex(")") + 2 :].split(maxsplit=1)[:1] != ["Z"]
+    # The state is the one letter after the command name's closing ")".
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 class Consumers:
